@@ -1,0 +1,156 @@
+/* Configuration: defaults, environment, command-line options, CPU sets. */
+#include <ctype.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+void keel_config_init(keel_config *c) {
+    memset(c, 0, sizeof(*c));
+    c->task_quota_us = 500;
+    c->msg_ring_capacity = 1024;
+    c->blocking_threads = 4;
+    c->ring_entries = 1024;
+    c->handle_signals = true;
+    const char *v;
+    if ((v = getenv("KEEL_SHARDS")) && *v)
+        c->shards = (unsigned)strtoul(v, NULL, 10);
+    if ((v = getenv("KEEL_CPUSET")) && *v)
+        c->cpuset = v;
+    if ((v = getenv("KEEL_BACKEND")) && *v)
+        c->backend = v;
+}
+
+const char *keel_config_usage(void) {
+    return "  --shards N            run N shards (default: one per CPU of the cpuset; $KEEL_SHARDS)\n"
+           "  --cpuset LIST         CPUs to pin shards to, e.g. 0-3,6 (default: the process's\n"
+           "                        affinity mask; $KEEL_CPUSET)\n"
+           "  --backend uring|epoll reactor backend (default: io_uring if the kernel allows it;\n"
+           "                        $KEEL_BACKEND)\n"
+           "  --task-quota-us N     run tasks this long before polling I/O (default 500)\n";
+}
+
+static int parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out) {
+    char *end;
+    errno = 0;
+    unsigned long n = v ? strtoul(v, &end, 10) : 0;
+    if (!v || !*v || *end || errno || n > max || (v[0] == '-')) {
+        fprintf(stderr, "keel: %s needs a number from 0 to %lu, got '%s'\n", opt, max, v ? v : "");
+        return -KEEL_EBADCONFIG;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
+int keel_config_parse_args(keel_config *c, int *argc, char **argv) {
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
+        static const char *const opts[] = {"--shards", "--cpuset", "--backend", "--task-quota-us"};
+        int which = -1;
+        for (int k = 0; k < 4; k++)
+            if (strlen(opts[k]) == name_len && strncmp(a, opts[k], name_len) == 0)
+                which = k;
+        if (which < 0) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (eq) {
+            val = eq + 1;
+        } else if (i + 1 < *argc) {
+            val = argv[++i];
+        } else {
+            fprintf(stderr, "keel: %s needs a value\n", opts[which]);
+            return -KEEL_EBADCONFIG;
+        }
+        int err = 0;
+        switch (which) {
+        case 0:
+            err = parse_uint("--shards", val, KEEL_MAX_SHARDS, &c->shards);
+            if (!err && c->shards == 0) {
+                fprintf(stderr, "keel: --shards must be at least 1 (omit it for one shard per CPU)\n");
+                err = -KEEL_EBADCONFIG;
+            }
+            break;
+        case 1:
+            c->cpuset = val;
+            break;
+        case 2:
+            if (strcmp(val, "uring") && strcmp(val, "io_uring") && strcmp(val, "epoll")) {
+                fprintf(stderr, "keel: --backend must be 'uring' or 'epoll', got '%s'\n", val);
+                err = -KEEL_EBADCONFIG;
+            }
+            c->backend = val;
+            break;
+        case 3:
+            err = parse_uint("--task-quota-us", val, 1000000, &c->task_quota_us);
+            if (!err && c->task_quota_us == 0) {
+                fprintf(stderr, "keel: --task-quota-us must be at least 1\n");
+                err = -KEEL_EBADCONFIG;
+            }
+            break;
+        }
+        if (err)
+            return err;
+    }
+    argv[out] = NULL;
+    *argc = out;
+    return 0;
+}
+
+/* Parses "0-3,6" into set. Returns 0 or -KEEL_EBADCONFIG (logged). */
+int keel__parse_cpuset(const char *list, cpu_set_t *set) {
+    CPU_ZERO(set);
+    const char *p = list;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long a = strtol(p, &end, 10);
+        if (end == p || errno || a < 0 || a >= CPU_SETSIZE)
+            goto bad;
+        long b = a;
+        p = end;
+        if (*p == '-') {
+            p++;
+            b = strtol(p, &end, 10);
+            if (end == p || errno || b < a || b >= CPU_SETSIZE)
+                goto bad;
+            p = end;
+        }
+        for (long cpu = a; cpu <= b; cpu++)
+            CPU_SET((int)cpu, set);
+        if (*p == ',')
+            p++;
+        else if (*p)
+            goto bad;
+    }
+    if (CPU_COUNT(set) == 0)
+        goto bad;
+    return 0;
+bad:
+    keel__log("invalid --cpuset '%s': expected a list like 0-3,6", list);
+    return -KEEL_EBADCONFIG;
+}
+
+/* Formats set as a compact list ("0-3,6") into buf. */
+void keel__format_cpuset(const cpu_set_t *set, char *buf, size_t len) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && n + 16 < len; cpu++) {
+        if (!CPU_ISSET(cpu, set))
+            continue;
+        int last = cpu;
+        while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, set))
+            last++;
+        n += (size_t)snprintf(buf + n, len - n, n ? ",%d" : "%d", cpu);
+        if (last > cpu)
+            n += (size_t)snprintf(buf + n, len - n, "-%d", last);
+        cpu = last;
+    }
+}

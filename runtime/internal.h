@@ -1,0 +1,283 @@
+/* keel runtime — private declarations shared by runtime/ files and the other
+ * modules of keel (net/, disk/, sched/). Never installed. */
+#ifndef KEEL_RUNTIME_INTERNAL_H
+#define KEEL_RUNTIME_INTERNAL_H
+
+#include <assert.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <keel/keel.h>
+
+#define KEEL__CACHELINE 64
+#define KEEL__ALIGNED __attribute__((aligned(KEEL__CACHELINE)))
+#define KEEL__LIKELY(x) __builtin_expect(!!(x), 1)
+#define KEEL__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Continuations run inline (the ready fast path) up to this depth; deeper
+ * ones are queued, which bounds the stack of any chain. */
+#define KEEL__MAX_INLINE_DEPTH 32
+
+/* ---- logging ------------------------------------------------------------ */
+
+void keel__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- per-shard slab of small fixed-size objects ------------------------- */
+
+typedef struct keel__slab {
+    void *free_list;
+    void *chunks;        /* singly linked list of malloc'd chunks */
+    uint32_t obj_size;
+    uint64_t in_use;
+} keel__slab;
+
+void keel__slab_init(keel__slab *s, uint32_t obj_size);
+void keel__slab_destroy(keel__slab *s);
+void *keel__slab_grow(keel__slab *s);
+
+static inline void *keel__slab_alloc(keel__slab *s) {
+    void *p = s->free_list;
+    if (KEEL__UNLIKELY(p == NULL))
+        p = keel__slab_grow(s);
+    s->free_list = *(void **)p;
+    s->in_use++;
+    return p;
+}
+
+static inline void keel__slab_free(keel__slab *s, void *p) {
+    *(void **)p = s->free_list;
+    s->free_list = p;
+    s->in_use--;
+}
+
+/* Size classes for the shard's small-object allocator. */
+enum { KEEL__SLAB_64, KEEL__SLAB_128, KEEL__SLAB_256, KEEL__SLAB_CLASSES };
+
+/* ---- futures ------------------------------------------------------------ */
+
+enum { KEEL__F_PENDING = 0, KEEL__F_READY = 1 };
+
+enum {
+    KEEL__C_NONE = 0, /* no consumer yet */
+    KEEL__C_THEN,
+    KEEL__C_CATCH,
+    KEEL__C_WRAPPED,
+    KEEL__C_FINALLY,
+    KEEL__C_FORWARD,  /* resolve `next` with this result */
+    KEEL__C_ON_DONE,  /* call fin(ctx, r); nothing follows */
+    KEEL__C_DETACH,
+};
+
+struct keel_future_s {
+    keel_result result;
+    union {
+        keel_then_fn then;
+        keel_finally_fn fin;
+    } fn;
+    void *ctx;
+    keel_future *next;  /* the future the continuation's outcome resolves */
+    keel_future *qnext; /* run-queue link */
+    uint8_t state;
+    uint8_t kind;
+    uint16_t shard;     /* owner, for debug assertions */
+};
+_Static_assert(sizeof(struct keel_future_s) <= 64, "a future fits one slab-64 object");
+
+/* Allocates a pending future with no consumer. */
+keel_future *keel__future_new(void);
+/* Resolves a pending future: runs or queues its continuation. */
+void keel__future_resolve(keel_future *f, keel_result r);
+
+/* ---- timers -------------------------------------------------------------- */
+
+typedef struct keel__timer {
+    uint64_t deadline_ns;
+    size_t heap_idx;
+    void (*fire)(struct keel__timer *t, int err); /* err: 0, or -ECANCELED */
+    void *ctx;
+} keel__timer;
+
+/* Arms t (caller-owned memory) on this shard. */
+void keel__timer_arm(keel__timer *t, uint64_t deadline_ns);
+/* Disarms t if armed; returns whether it was. */
+bool keel__timer_cancel(keel__timer *t);
+
+/* ---- reactor backends ---------------------------------------------------- */
+
+typedef struct keel__shard keel__shard;
+typedef struct keel__op keel__op;
+
+enum {
+    KEEL__OP_READ = 1, /* read(fd, buf, len) at the current position */
+};
+
+/* One I/O operation in flight. The backend calls complete() once with the
+ * result (>= 0 or -errno), never from inside submit(). Memory is the
+ * caller's and must stay valid until complete() has run. */
+struct keel__op {
+    uint8_t type;
+    int fd;
+    void *buf;
+    uint32_t len;
+    void (*complete)(keel__op *op, int res, uint32_t flags);
+    void *ctx;
+};
+
+typedef struct keel__reactor_ops {
+    const char *name;
+    /* Whether this backend can run here; fills why (may be NULL) if not. */
+    bool (*probe)(char *why, size_t why_len);
+    /* Creates the backend on the calling (shard) thread. 0 or -errno. */
+    int (*init)(keel__shard *s, const keel_config *c);
+    void (*fini)(keel__shard *s);
+    /* Submits queued operations and dispatches completions, waiting up to
+     * timeout_ns for one (0: don't wait; UINT64_MAX: until something). */
+    void (*poll)(keel__shard *s, uint64_t timeout_ns);
+    /* Queues op; it is submitted at the next poll. 0 or -errno. */
+    int (*submit)(keel__shard *s, keel__op *op);
+    /* Wakes target out of its poll. self is the calling shard, or NULL
+     * from a thread that is no shard. */
+    void (*wake)(keel__shard *self, keel__shard *target);
+} keel__reactor_ops;
+
+extern const keel__reactor_ops keel__reactor_uring;
+extern const keel__reactor_ops keel__reactor_epoll;
+
+/* ---- cross-shard messages ------------------------------------------------ */
+
+typedef struct keel__msg keel__msg;
+typedef struct keel__job keel__job;
+
+/* ---- the shard ----------------------------------------------------------- */
+
+enum { KEEL__RUNNING = 0, KEEL__STOPPING, KEEL__DRAINED };
+
+typedef struct keel__exit_hook {
+    keel_future *(*fn)(void *arg);
+    void *arg;
+} keel__exit_hook;
+
+struct keel__shard {
+    /* Written by other threads: the sleep flag and the blocking pool's
+     * completion stack, each on a line of its own. */
+    KEEL__ALIGNED _Atomic int sleeping;
+    KEEL__ALIGNED void *_Atomic jobs_done; /* Treiber stack of keel__job */
+    KEEL__ALIGNED _Atomic int quiescent;  /* read by the shutdown coordinator */
+    _Atomic uint64_t activity_epoch;
+
+    /* Everything below is touched by the owning thread only. */
+    KEEL__ALIGNED unsigned id;
+    int cpu;
+    pthread_t thread;
+
+    keel_future *rq_head, *rq_tail;
+    size_t rq_len;
+    unsigned inline_depth;
+    uint64_t now_ns;
+    uint64_t quota_ns;
+    uint64_t quota_deadline_ns;
+
+    keel__slab slabs[KEEL__SLAB_CLASSES];
+
+    keel__timer **timer_heap;
+    size_t timer_count, timer_cap;
+    bool timers_closed; /* shutdown: new sleeps fail -ECANCELED */
+
+    const keel__reactor_ops *backend;
+    void *backend_state;
+    int wake_efd;        /* eventfd: wake-ups from threads that own no ring */
+    keel__op wake_op;
+    uint64_t wake_buf;
+    int ring_fd;         /* for IORING_OP_MSG_RING wake-ups, or -1 */
+    uint32_t pending_ops; /* backend ops in flight that shutdown waits for */
+
+    keel__msg **staged_head, **staged_tail; /* per target, FIFO */
+    bool *staged_dirty;
+    uint64_t outstanding; /* submit_to replies + blocking jobs awaited */
+
+    keel__exit_hook *exit_hooks;
+    size_t exit_hook_count, exit_hook_cap;
+    int exit_state;
+    bool hooks_done;
+
+    uint64_t *je_allocatedp, *je_deallocatedp;
+    keel_shard_stats stats;
+};
+
+typedef struct keel__runtime {
+    unsigned nshards;
+    keel__shard **shards;
+    struct ck_ring *rings;      /* nshards x nshards, [from * n + to] */
+    void **ring_bufs;
+    unsigned ring_capacity;
+    const keel__reactor_ops *backend;
+    const char *backend_why;
+    keel_config config;
+    _Atomic int stop_requested;
+    _Atomic int exit_now;
+    pthread_barrier_t barrier;
+    _Atomic int init_failed;
+} keel__runtime;
+
+extern keel__runtime *keel__rt;
+extern __thread keel__shard *keel__self;
+
+static inline keel__shard *keel__shard_self(void) {
+    assert(keel__self != NULL && "called off a shard thread");
+    return keel__self;
+}
+
+void *keel__alloc(size_t size);
+void keel__free(void *p, size_t size);
+
+/* Marks the shard active (not quiescent) for the shutdown protocol. */
+void keel__shard_note_activity(keel__shard *s);
+
+uint64_t keel__clock_ns(void);
+
+/* runtime/timer.c */
+void keel__timers_expire(keel__shard *s);
+uint64_t keel__timers_next_ns(keel__shard *s); /* UINT64_MAX: none */
+void keel__timers_cancel_all(keel__shard *s);
+
+/* runtime/sched.c: run queue */
+void keel__rq_push(keel__shard *s, keel_future *f);
+void keel__run_tasks(keel__shard *s);
+void keel__run_continuation(keel__shard *s, keel_future *f);
+
+/* runtime/xshard.c */
+int keel__xshard_init(keel__runtime *rt);
+void keel__xshard_fini(keel__runtime *rt);
+int keel__xshard_shard_init(keel__shard *s);
+void keel__xshard_shard_fini(keel__shard *s);
+void keel__xshard_publish(keel__shard *s);
+bool keel__xshard_poll(keel__shard *s);   /* returns whether it received */
+bool keel__xshard_pending_in(keel__shard *s);
+bool keel__xshard_staged(keel__shard *s);
+
+/* runtime/blocking.c */
+int keel__blocking_start(unsigned threads);
+void keel__blocking_stop(void);
+bool keel__blocking_poll(keel__shard *s);
+bool keel__blocking_pending_in(keel__shard *s);
+
+/* runtime/memory.c */
+int keel__memory_shard_init(keel__shard *s);
+void keel__memory_stats(keel__shard *s);
+
+/* runtime/config.c */
+#include <sched.h>
+int keel__parse_cpuset(const char *list, cpu_set_t *set);
+void keel__format_cpuset(const cpu_set_t *set, char *buf, size_t len);
+
+/* runtime/signals.c */
+int keel__signals_setup(sigset_t *old);
+void keel__signals_restore(const sigset_t *old);
+int keel__signals_shard_init(keel__shard *s);
+void keel__signals_shard_fini(keel__shard *s);
+
+#endif

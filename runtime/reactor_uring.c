@@ -1,0 +1,196 @@
+/* The io_uring backend: one ring per shard, created on the shard's thread.
+ *
+ * Setup flags are probed from the most to the least capable set, since a
+ * kernel rejects flags it does not know with -EINVAL: SINGLE_ISSUER +
+ * DEFER_TASKRUN (completions are posted only when this thread enters the
+ * kernel, which is why the loop enters once every turn even when busy),
+ * COOP_TASKRUN, SUBMIT_ALL, and a CQ eight times the SQ so bursts of
+ * multishot completions never overflow it. */
+#include <errno.h>
+#include <liburing.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* user_data tags below any valid pointer */
+#define TAG_IGNORE 0ull
+#define TAG_WAKE 1ull
+
+typedef struct uring_state {
+    struct io_uring ring;
+    unsigned setup_flags;
+    bool has_msg_ring;
+    bool has_cqe_skip;
+} uring_state;
+
+static bool uring_probe(char *why, size_t len) {
+    struct io_uring ring;
+    int err = io_uring_queue_init(4, &ring, 0);
+    if (err < 0) {
+        if (why)
+            snprintf(why, len, "io_uring_setup: %s", strerror(-err));
+        return false;
+    }
+    io_uring_queue_exit(&ring);
+    return true;
+}
+
+static int uring_init(keel__shard *s, const keel_config *c) {
+    uring_state *u = calloc(1, sizeof(*u));
+    if (!u)
+        return -ENOMEM;
+    unsigned entries = c->ring_entries ? c->ring_entries : 1024;
+    static const unsigned tries[] = {
+        IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+            IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+            IORING_SETUP_SINGLE_ISSUER,
+        IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_CQSIZE,
+    };
+    int err = -EINVAL;
+    struct io_uring_params p;
+    for (size_t i = 0; i < sizeof(tries) / sizeof(tries[0]); i++) {
+        memset(&p, 0, sizeof(p));
+        p.flags = tries[i];
+        p.cq_entries = entries * 8;
+        err = io_uring_queue_init_params(entries, &u->ring, &p);
+        if (err != -EINVAL)
+            break;
+    }
+    if (err < 0) {
+        free(u);
+        return err;
+    }
+    u->setup_flags = p.flags;
+    u->has_cqe_skip = p.features & IORING_FEAT_CQE_SKIP;
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
+    if (probe) {
+        u->has_msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        io_uring_free_probe(probe);
+    }
+    /* A registered ring fd saves an fget/fput on every io_uring_enter. */
+    io_uring_register_ring_fd(&u->ring);
+    s->ring_fd = u->ring.ring_fd;
+    s->backend_state = u;
+    if (s->id == 0 && !keel__rt->config.quiet)
+        keel__log("io_uring: sq=%u cq=%u%s%s%s, wake-ups by %s", u->ring.sq.ring_entries,
+                  u->ring.cq.ring_entries,
+                  (p.flags & IORING_SETUP_DEFER_TASKRUN) ? " DEFER_TASKRUN" : "",
+                  (p.flags & IORING_SETUP_SINGLE_ISSUER) ? " SINGLE_ISSUER" : "",
+                  (p.flags & IORING_SETUP_COOP_TASKRUN) ? " COOP_TASKRUN" : "",
+                  u->has_msg_ring ? "IORING_OP_MSG_RING" : "eventfd");
+    return 0;
+}
+
+static void uring_fini(keel__shard *s) {
+    uring_state *u = s->backend_state;
+    if (!u)
+        return;
+    io_uring_queue_exit(&u->ring);
+    free(u);
+    s->backend_state = NULL;
+    s->ring_fd = -1;
+}
+
+static struct io_uring_sqe *get_sqe(uring_state *u) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (KEEL__UNLIKELY(!sqe)) {
+        /* SQ full: flush what is queued to make room. */
+        io_uring_submit(&u->ring);
+        sqe = io_uring_get_sqe(&u->ring);
+    }
+    return sqe;
+}
+
+static int uring_submit(keel__shard *s, keel__op *op) {
+    uring_state *u = s->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (!sqe)
+        return -EBUSY;
+    switch (op->type) {
+    case KEEL__OP_READ:
+        io_uring_prep_read(sqe, op->fd, op->buf, op->len, (uint64_t)-1);
+        break;
+    default:
+        return -EINVAL;
+    }
+    io_uring_sqe_set_data(sqe, op);
+    return 0;
+}
+
+static void eventfd_wake(keel__shard *target) {
+    uint64_t one = 1;
+    ssize_t n;
+    do {
+        n = write(target->wake_efd, &one, sizeof(one));
+    } while (n < 0 && errno == EINTR);
+}
+
+static void uring_wake(keel__shard *self, keel__shard *target) {
+    uring_state *u = self ? self->backend_state : NULL;
+    if (u && u->has_msg_ring && target->ring_fd >= 0) {
+        struct io_uring_sqe *sqe = get_sqe(u);
+        if (sqe) {
+            /* Posts a CQE tagged TAG_WAKE into the target's ring, which ends
+             * its wait; it is submitted with the rest of this turn's SQEs. */
+            io_uring_prep_msg_ring(sqe, target->ring_fd, 0, TAG_WAKE, 0);
+            io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+            if (u->has_cqe_skip)
+                sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            return;
+        }
+    }
+    eventfd_wake(target);
+}
+
+static void uring_poll(keel__shard *s, uint64_t timeout_ns) {
+    uring_state *u = s->backend_state;
+    struct io_uring *ring = &u->ring;
+    unsigned queued = io_uring_sq_ready(ring);
+    int ret;
+    if (timeout_ns == 0) {
+        ret = io_uring_submit_and_get_events(ring);
+    } else if (timeout_ns == UINT64_MAX) {
+        ret = io_uring_submit_and_wait(ring, 1);
+    } else {
+        struct __kernel_timespec ts = {.tv_sec = (long long)(timeout_ns / 1000000000ull),
+                                       .tv_nsec = (long long)(timeout_ns % 1000000000ull)};
+        struct io_uring_cqe *cqe;
+        ret = io_uring_submit_and_wait_timeout(ring, &cqe, 1, &ts, NULL);
+    }
+    s->stats.enter_calls++;
+    if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+        keel__log("io_uring_enter failed: %s", keel_strerror(ret));
+    s->stats.sqes_submitted += queued - io_uring_sq_ready(ring);
+    s->now_ns = keel__clock_ns();
+
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    /* Completions may queue new SQEs and even resolve futures that run
+     * user code, but never touch the CQ, so iterating it here is safe. */
+    io_uring_for_each_cqe(ring, head, cqe) {
+        seen++;
+        uint64_t tag = cqe->user_data;
+        if (tag == TAG_IGNORE || tag == TAG_WAKE)
+            continue;
+        keel__op *op = (keel__op *)(uintptr_t)tag;
+        op->complete(op, cqe->res, cqe->flags);
+    }
+    io_uring_cq_advance(ring, seen);
+    s->stats.cqes_reaped += seen;
+}
+
+const keel__reactor_ops keel__reactor_uring = {
+    .name = "io_uring",
+    .probe = uring_probe,
+    .init = uring_init,
+    .fini = uring_fini,
+    .poll = uring_poll,
+    .submit = uring_submit,
+    .wake = uring_wake,
+};
