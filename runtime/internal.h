@@ -150,6 +150,7 @@ extern const keel__reactor_ops keel__reactor_epoll;
 /* ---- cross-shard messages ------------------------------------------------ */
 
 typedef struct keel__msg keel__msg;
+struct keel__ring; /* a ck_ring on cache lines of its own */
 typedef struct keel__job keel__job;
 
 /* ---- the shard ----------------------------------------------------------- */
@@ -211,7 +212,7 @@ struct keel__shard {
 typedef struct keel__runtime {
     unsigned nshards;
     keel__shard **shards;
-    struct ck_ring *rings;      /* nshards x nshards, [from * n + to] */
+    struct keel__ring *rings;   /* nshards x nshards, [from * n + to] */
     void **ring_bufs;
     unsigned ring_capacity;
     const keel__reactor_ops *backend;
@@ -232,6 +233,8 @@ static inline keel__shard *keel__shard_self(void) {
 }
 
 void *keel__alloc(size_t size);
+/* aligned_alloc with the size rounded up to the alignment, as C11 asks. */
+void *keel__aligned_alloc(size_t align, size_t size);
 void keel__free(void *p, size_t size);
 
 /* Marks the shard active (not quiescent) for the shutdown protocol. */

@@ -408,7 +408,7 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg) {
     for (unsigned i = 0; i < n; i++) {
         while (!CPU_ISSET(++cpu, &want)) {
         }
-        keel__shard *s = aligned_alloc(KEEL__CACHELINE, sizeof(*s));
+        keel__shard *s = keel__aligned_alloc(KEEL__CACHELINE, sizeof(*s));
         if (!s)
             goto fail_alloc;
         memset(s, 0, sizeof(*s));

@@ -8,6 +8,10 @@
 
 #define CHUNK_BYTES (64 * 1024)
 
+void *keel__aligned_alloc(size_t align, size_t size) {
+    return aligned_alloc(align, (size + align - 1) / align * align);
+}
+
 void keel__slab_init(keel__slab *s, uint32_t obj_size) {
     s->free_list = NULL;
     s->chunks = NULL;

@@ -14,6 +14,11 @@
 
 #include "internal.h"
 
+/* Padded so that no two rings of the matrix share a cache line. */
+struct keel__ring {
+    struct ck_ring ring;
+} KEEL__ALIGNED;
+
 struct keel__msg {
     keel__msg *next;
     keel_remote_fn fn;
@@ -39,13 +44,14 @@ static unsigned round_pow2(unsigned v) {
 int keel__xshard_init(keel__runtime *rt) {
     unsigned n = rt->nshards;
     rt->ring_capacity = round_pow2(rt->config.msg_ring_capacity ? rt->config.msg_ring_capacity : 1024);
-    rt->rings = aligned_alloc(KEEL__CACHELINE, sizeof(struct ck_ring) * n * n);
+    rt->rings = keel__aligned_alloc(KEEL__CACHELINE, sizeof(struct keel__ring) * n * n);
     rt->ring_bufs = calloc((size_t)n * n, sizeof(void *));
     if (!rt->rings || !rt->ring_bufs)
         goto fail;
     for (unsigned i = 0; i < n * n; i++) {
-        ck_ring_init(&rt->rings[i], rt->ring_capacity);
-        rt->ring_bufs[i] = aligned_alloc(KEEL__CACHELINE, sizeof(ck_ring_buffer_t) * rt->ring_capacity);
+        ck_ring_init(&rt->rings[i].ring, rt->ring_capacity);
+        rt->ring_bufs[i] =
+            keel__aligned_alloc(KEEL__CACHELINE, sizeof(ck_ring_buffer_t) * rt->ring_capacity);
         if (!rt->ring_bufs[i])
             goto fail;
     }
@@ -87,7 +93,7 @@ void keel__xshard_shard_fini(keel__shard *s) {
 }
 
 static inline struct ck_ring *ring_of(unsigned from, unsigned to) {
-    return &keel__rt->rings[from * keel__rt->nshards + to];
+    return &keel__rt->rings[from * keel__rt->nshards + to].ring;
 }
 
 static inline ck_ring_buffer_t *buf_of(unsigned from, unsigned to) {
