@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,7 +56,17 @@ static inline void keel__slab_free(keel__slab *s, void *p) {
 }
 
 /* Size classes for the shard's small-object allocator. */
-enum { KEEL__SLAB_64, KEEL__SLAB_128, KEEL__SLAB_256, KEEL__SLAB_CLASSES };
+enum {
+    KEEL__SLAB_64,
+    KEEL__SLAB_128,
+    KEEL__SLAB_256,
+    KEEL__SLAB_512,
+    KEEL__SLAB_1K,
+    KEEL__SLAB_2K,
+    KEEL__SLAB_4K,
+    KEEL__SLAB_CLASSES
+};
+#define KEEL__SLAB_MAX 4096
 
 /* ---- futures ------------------------------------------------------------ */
 
@@ -94,6 +105,7 @@ void keel__future_resolve(keel_future *f, keel_result r);
 
 /* ---- timers -------------------------------------------------------------- */
 
+/* A timer; heap_idx is SIZE_MAX while not armed (initialize it so). */
 typedef struct keel__timer {
     uint64_t deadline_ns;
     size_t heap_idx;
@@ -112,20 +124,49 @@ typedef struct keel__shard keel__shard;
 typedef struct keel__op keel__op;
 
 enum {
-    KEEL__OP_READ = 1, /* read(fd, buf, len) at the current position */
+    KEEL__OP_READ = 1,     /* read(fd, buf, len) at the current position */
+    KEEL__OP_ACCEPT_MULTI, /* multishot accept: one completion per socket */
+    KEEL__OP_RECV_MULTI,   /* multishot recv into the shard's provided buffers */
+    KEEL__OP_SENDMSG,      /* sendmsg(fd, msg, MSG_NOSIGNAL) */
+    KEEL__OP_CONNECT,      /* connect(fd, addr, addrlen) */
 };
 
+/* Completion flags, shared by both backends (the values are io_uring's). */
+#define KEEL__F_BUFFER 1u /* a provided buffer was used: its id is flags >> 16 */
+#define KEEL__F_MORE 2u   /* a multishot op stays armed */
+#define KEEL__BUF_SHIFT 16
+
 /* One I/O operation in flight. The backend calls complete() once with the
- * result (>= 0 or -errno), never from inside submit(). Memory is the
- * caller's and must stay valid until complete() has run. */
+ * result (>= 0 or -errno), or, for multishot ops, once per event while
+ * KEEL__F_MORE is set; never from inside submit(). Memory is the caller's
+ * and must stay valid until the last completion has run. */
 struct keel__op {
     uint8_t type;
+    bool armed;       /* epoll: registered and waiting for readiness */
     int fd;
     void *buf;
     uint32_t len;
+    struct msghdr *msg;
+    const struct sockaddr *addr;
+    uint32_t addrlen;
     void (*complete)(keel__op *op, int res, uint32_t flags);
     void *ctx;
+    keel__op *next_ready; /* epoll: ops to perform at the next poll */
 };
+
+/* The shard's receive buffers: `count` buffers of `size` bytes that the
+ * kernel (io_uring provided-buffer ring) or the epoll backend picks for a
+ * multishot recv. A connection holds buffers only while their bytes are
+ * unread or unsent, so an idle connection holds none. Buffers are
+ * reference-counted because a forwarded buffer can be half in an input
+ * queue and half in an output queue. */
+typedef struct keel__bufpool {
+    char *base;
+    uint32_t size;
+    uint32_t count;
+    uint32_t available;
+    uint16_t *refs;
+} keel__bufpool;
 
 typedef struct keel__reactor_ops {
     const char *name;
@@ -139,9 +180,16 @@ typedef struct keel__reactor_ops {
     void (*poll)(keel__shard *s, uint64_t timeout_ns);
     /* Queues op; it is submitted at the next poll. 0 or -errno. */
     int (*submit)(keel__shard *s, keel__op *op);
+    /* Asks the kernel to cancel op; op completes with -ECANCELED (or its
+     * result, if it raced). */
+    void (*cancel)(keel__shard *s, keel__op *op);
     /* Wakes target out of its poll. self is the calling shard, or NULL
      * from a thread that is no shard. */
     void (*wake)(keel__shard *self, keel__shard *target);
+    /* Sets up s->bufs (memory already allocated) for multishot recv. */
+    int (*bufs_init)(keel__shard *s);
+    /* Gives buffer bid back for reuse. */
+    void (*buf_return)(keel__shard *s, uint16_t bid);
 } keel__reactor_ops;
 
 extern const keel__reactor_ops keel__reactor_uring;
@@ -195,6 +243,10 @@ struct keel__shard {
     uint64_t wake_buf;
     int ring_fd;         /* for IORING_OP_MSG_RING wake-ups, or -1 */
     uint32_t pending_ops; /* backend ops in flight that shutdown waits for */
+    keel__bufpool *bufs;  /* created by the first listen/connect */
+    void (*before_poll)(keel__shard *s); /* net: gathers this turn's sends */
+    void (*module_fini)(keel__shard *s); /* net: frees its state after the backend */
+    void *net;            /* net/ module state */
 
     keel__msg **staged_head, **staged_tail; /* per target, FIFO */
     bool *staged_dirty;

@@ -10,7 +10,7 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/utsname.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -19,11 +19,20 @@
 #define TAG_IGNORE 0ull
 #define TAG_WAKE 1ull
 
+_Static_assert(KEEL__F_BUFFER == IORING_CQE_F_BUFFER, "keel's completion flags are io_uring's");
+_Static_assert(KEEL__F_MORE == IORING_CQE_F_MORE, "keel's completion flags are io_uring's");
+_Static_assert(KEEL__BUF_SHIFT == IORING_CQE_BUFFER_SHIFT, "keel's completion flags are io_uring's");
+
+#define BUF_GROUP 0
+
 typedef struct uring_state {
     struct io_uring ring;
     unsigned setup_flags;
     bool has_msg_ring;
     bool has_cqe_skip;
+    struct io_uring_buf_ring *br; /* provided-buffer ring, when net is used */
+    size_t br_bytes;
+    unsigned br_pending; /* buffers added since the last tail advance */
 } uring_state;
 
 static bool uring_probe(char *why, size_t len) {
@@ -92,6 +101,8 @@ static void uring_fini(keel__shard *s) {
     if (!u)
         return;
     io_uring_queue_exit(&u->ring);
+    if (u->br)
+        munmap(u->br, u->br_bytes);
     free(u);
     s->backend_state = NULL;
     s->ring_fd = -1;
@@ -116,11 +127,70 @@ static int uring_submit(keel__shard *s, keel__op *op) {
     case KEEL__OP_READ:
         io_uring_prep_read(sqe, op->fd, op->buf, op->len, (uint64_t)-1);
         break;
+    case KEEL__OP_ACCEPT_MULTI:
+        io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        break;
+    case KEEL__OP_RECV_MULTI:
+        io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BUF_GROUP;
+        break;
+    case KEEL__OP_SENDMSG:
+        io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL);
+        break;
+    case KEEL__OP_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen);
+        break;
     default:
         return -EINVAL;
     }
     io_uring_sqe_set_data(sqe, op);
     return 0;
+}
+
+static void uring_cancel(keel__shard *s, keel__op *op) {
+    uring_state *u = s->backend_state;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (!sqe)
+        return;
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)op, 0);
+    io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+}
+
+/* liburing 2.3 has no io_uring_setup_buf_ring(): map the ring ourselves
+ * and register it (kernel 5.19+). */
+static int uring_bufs_init(keel__shard *s) {
+    uring_state *u = s->backend_state;
+    keel__bufpool *p = s->bufs;
+    u->br_bytes = (size_t)p->count * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, u->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        return -errno;
+    u->br = mem;
+    struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)mem,
+                                   .ring_entries = p->count, .bgid = BUF_GROUP};
+    int err = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (err) {
+        munmap(mem, u->br_bytes);
+        u->br = NULL;
+        return err;
+    }
+    io_uring_buf_ring_init(u->br);
+    int mask = io_uring_buf_ring_mask(p->count);
+    for (uint32_t i = 0; i < p->count; i++)
+        io_uring_buf_ring_add(u->br, p->base + (size_t)i * p->size, p->size, (uint16_t)i, mask, (int)i);
+    io_uring_buf_ring_advance(u->br, (int)p->count);
+    return 0;
+}
+
+/* Returned buffers become visible to the kernel at the next poll, with one
+ * release store for the whole batch. */
+static void uring_buf_return(keel__shard *s, uint16_t bid) {
+    uring_state *u = s->backend_state;
+    keel__bufpool *p = s->bufs;
+    io_uring_buf_ring_add(u->br, p->base + (size_t)bid * p->size, p->size, bid,
+                          io_uring_buf_ring_mask(p->count), (int)u->br_pending);
+    u->br_pending++;
 }
 
 static void eventfd_wake(keel__shard *target) {
@@ -151,6 +221,10 @@ static void uring_wake(keel__shard *self, keel__shard *target) {
 static void uring_poll(keel__shard *s, uint64_t timeout_ns) {
     uring_state *u = s->backend_state;
     struct io_uring *ring = &u->ring;
+    if (u->br_pending) {
+        io_uring_buf_ring_advance(u->br, (int)u->br_pending);
+        u->br_pending = 0;
+    }
     unsigned queued = io_uring_sq_ready(ring);
     int ret;
     if (timeout_ns == 0) {
@@ -192,5 +266,8 @@ const keel__reactor_ops keel__reactor_uring = {
     .fini = uring_fini,
     .poll = uring_poll,
     .submit = uring_submit,
+    .cancel = uring_cancel,
     .wake = uring_wake,
+    .bufs_init = uring_bufs_init,
+    .buf_return = uring_buf_return,
 };

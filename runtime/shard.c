@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -223,6 +224,8 @@ static void shard_loop(keel__shard *s) {
                 }
             }
         }
+        if (s->before_poll)
+            s->before_poll(s);
         if (timeout)
             s->stats.sleeps++;
         s->backend->poll(s, timeout);
@@ -274,6 +277,8 @@ static int shard_init(keel__shard *s) {
 static void shard_fini(keel__shard *s, bool backend_up) {
     if (backend_up)
         s->backend->fini(s);
+    if (s->module_fini)
+        s->module_fini(s);
     if (s->id == 0)
         keel__signals_shard_fini(s);
     keel__xshard_shard_fini(s);
@@ -385,6 +390,15 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg) {
                   "--shards %u or a larger --cpuset",
                   n, ncpu, ncpu == 1 ? " is" : "s are", wantbuf, ncpu);
         return -KEEL_EBADCONFIG;
+    }
+
+    /* A server holds a socket per client: take the whole fd allowance. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl))
+            keel__log("setrlimit(RLIMIT_NOFILE, %llu) failed: %s", (unsigned long long)rl.rlim_max,
+                      keel_strerror(-errno));
     }
 
     const char *why = NULL;

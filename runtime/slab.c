@@ -47,13 +47,12 @@ void keel__slab_destroy(keel__slab *s) {
 }
 
 static inline int slab_class(size_t size) {
+    if (size > KEEL__SLAB_MAX)
+        return -1;
     if (size <= 64)
         return KEEL__SLAB_64;
-    if (size <= 128)
-        return KEEL__SLAB_128;
-    if (size <= 256)
-        return KEEL__SLAB_256;
-    return -1;
+    /* 65..128 -> 1, 129..256 -> 2, ... 2049..4096 -> 6 */
+    return 32 - __builtin_clz((unsigned)size - 1) - 6;
 }
 
 void *keel__alloc(size_t size) {

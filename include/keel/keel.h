@@ -7,6 +7,7 @@
 #include <keel/error.h>
 #include <keel/future.h>
 #include <keel/runtime.h>
+#include <keel/net.h>
 
 #define KEEL_VERSION "0.1.0"
 

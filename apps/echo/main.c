@@ -1,0 +1,154 @@
+/* keel-echo: echoes every byte back, on every shard. The smallest complete
+ * network app, and the net benchmark. Input buffers are forwarded to the
+ * output queue without a copy. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <keel/keel.h>
+
+static struct {
+    keel_listen_config listen;
+    keel_listener *listener;
+} app;
+
+static keel_future *echo_sent(void *ctx, keel_result r) {
+    (void)ctx;
+    (void)r;
+    return keel_make_ready(KEEL_CONTINUE);
+}
+
+static keel_future *echo_got(void *ctx, keel_result r) {
+    keel_conn *c = ctx;
+    if (r.val == 0) /* end of stream */
+        return keel_make_ready(KEEL_STOP);
+    /* The write future is the backpressure: it waits while the client is
+     * not reading its echoes, and then we stop reading too. */
+    return keel_then(keel_conn_forward(c, c, (size_t)r.val), echo_sent, NULL);
+}
+
+static keel_future *echo_step(void *ctx) {
+    keel_conn *c = ctx;
+    return keel_then(keel_conn_read(c), echo_got, c);
+}
+
+static void echo_end(void *ctx, keel_result r) {
+    (void)r; /* reset, timeout or shutdown: all end the same way */
+    keel_detach(keel_conn_close(ctx));
+}
+
+static void on_conn(void *ctx, keel_conn *c) {
+    (void)ctx;
+    keel_conn_set_nodelay(c, true);
+    keel_on_done(keel_repeat(echo_step, c), echo_end, c);
+}
+
+static keel_future *print_totals(void *arg) {
+    (void)arg;
+    unsigned long long in = 0, out = 0, acc = 0;
+    for (unsigned i = 0; i < keel_shard_count(); i++) {
+        keel_net_stats st;
+        keel_net_stats_get(i, &st);
+        printf("keel-echo: shard %u: accepted=%llu open=%llu bytes_in=%llu bytes_out=%llu\n", i,
+               (unsigned long long)st.accepted, (unsigned long long)st.open,
+               (unsigned long long)st.bytes_in, (unsigned long long)st.bytes_out);
+        in += st.bytes_in;
+        out += st.bytes_out;
+        acc += st.accepted;
+    }
+    printf("keel-echo: total: accepted=%llu bytes_in=%llu bytes_out=%llu\n", acc, in, out);
+    fflush(stdout);
+    return keel_make_ready(0);
+}
+
+static void listening(void *ctx, keel_result r) {
+    (void)ctx;
+    if (r.err) {
+        fprintf(stderr, "keel-echo: cannot listen on %s port %u: %s\n", app.listen.bind,
+                app.listen.port, keel_strerror(r.err));
+        keel_stop();
+        return;
+    }
+    printf("keel-echo: listening on %s port %u, %u shards, backend %s; try: nc %s %u\n",
+           app.listen.bind, keel_listener_port(app.listener), keel_shard_count(),
+           keel_backend_name(), strchr(app.listen.bind, ':') && strncmp(app.listen.bind, "unix:", 5)
+                                    ? "::1" : "127.0.0.1",
+           keel_listener_port(app.listener));
+    fflush(stdout);
+}
+
+static void main_fn(void *arg) {
+    (void)arg;
+    keel_at_exit(print_totals, NULL);
+    keel_on_done(keel_listen(&app.listen, on_conn, NULL, &app.listener), listening, NULL);
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "Usage: keel-echo [options]\n"
+            "Echoes every byte back, on every shard. SIGINT/SIGTERM stop it and print totals.\n\n"
+            "Options:\n"
+            "  --port N              TCP port (default 7000; 0 picks a free one)\n"
+            "  --bind ADDR           address: 0.0.0.0, ::, 127.0.0.1, unix:/path (default 0.0.0.0)\n"
+            "  --max-conns N         open connections per shard beyond which new ones are\n"
+            "                        closed at once (default: no limit)\n"
+            "  --steer hash|cpu      how connections are spread over shards (default hash;\n"
+            "                        cpu: the shard of the CPU that received the connection,\n"
+            "                        for NICs whose RSS spreads receives over the shards' CPUs)\n"
+            "%s"
+            "  -h, --help            show this help\n",
+            keel_config_usage());
+}
+
+int main(int argc, char **argv) {
+    keel_config cfg;
+    keel_config_init(&cfg);
+    keel_listen_config_init(&app.listen);
+    app.listen.port = 7000;
+    if (keel_config_parse_args(&cfg, &argc, argv))
+        return 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--port") && v) {
+            char *end;
+            long p = strtol(v, &end, 10);
+            if (*end || p < 0 || p > 65535) {
+                fprintf(stderr, "keel-echo: --port needs a number from 0 to 65535, got '%s'\n", v);
+                return 2;
+            }
+            app.listen.port = (uint16_t)p;
+            i++;
+        } else if (!strcmp(a, "--bind") && v) {
+            app.listen.bind = v;
+            i++;
+        } else if (!strcmp(a, "--max-conns") && v) {
+            app.listen.max_conns = (unsigned)strtoul(v, NULL, 10);
+            i++;
+        } else if (!strcmp(a, "--steer") && v) {
+            if (!strcmp(v, "hash"))
+                app.listen.steer = KEEL_STEER_HASH;
+            else if (!strcmp(v, "cpu"))
+                app.listen.steer = KEEL_STEER_CPU;
+            else {
+                fprintf(stderr, "keel-echo: --steer must be 'hash' or 'cpu', got '%s'\n", v);
+                return 2;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "keel-echo: unknown option or missing value: '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    int err = keel_run(&cfg, main_fn, NULL);
+    if (err) {
+        fprintf(stderr, "keel-echo: %s\n", keel_strerror(err));
+        return 1;
+    }
+    return 0;
+}
