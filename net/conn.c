@@ -165,16 +165,19 @@ static int ring_push(seg_ring *r, const void *v, size_t item) {
     return 0;
 }
 
-static void ring_pop(seg_ring *r) {
-    r->head = (r->head + 1) & (r->cap - 1);
-    r->count--;
-}
-
 static void ring_free(seg_ring *r, size_t item) {
     if (r->items)
         keel__free(r->items, r->cap * item);
     r->items = NULL;
     r->cap = r->count = r->head = 0;
+}
+
+/* An emptied ring gives its array back: an idle connection then holds only
+ * its own struct (a slab alloc per message is a few ns). */
+static void ring_pop(seg_ring *r, size_t item) {
+    r->head = (r->head + 1) & (r->cap - 1);
+    if (--r->count == 0)
+        ring_free(r, item);
 }
 
 #define IN_AT(c, i) ((in_seg *)ring_at(&(c)->in, (i), sizeof(in_seg)))
@@ -379,25 +382,29 @@ static void submit_send(keel__shard *s, keel_conn *c) {
     if (c->send_inflight || !c->out.count || c->err)
         return;
     uint32_t n = c->out.count < IOV_MAX_BATCH ? c->out.count : IOV_MAX_BATCH;
-    if (c->iov_cap < n) {
-        if (c->iov)
-            keel__free(c->iov, c->iov_cap * sizeof(struct iovec));
-        c->iov_cap = IOV_MAX_BATCH;
-        c->iov = keel__alloc(c->iov_cap * sizeof(struct iovec));
+    uint32_t bytes = (uint32_t)(sizeof(send_batch) + n * sizeof(struct iovec));
+    send_batch *b = keel__alloc(bytes);
+    if (!b) {
+        conn_fail(c, -ENOMEM);
+        return;
     }
+    memset(&b->msg, 0, sizeof(b->msg));
+    b->bytes = bytes;
     for (uint32_t i = 0; i < n; i++) {
         out_seg *sg = OUT_AT(c, i);
-        c->iov[i].iov_base = sg->base + sg->off;
-        c->iov[i].iov_len = sg->len;
+        b->iov[i].iov_base = sg->base + sg->off;
+        b->iov[i].iov_len = sg->len;
     }
-    memset(&c->msg, 0, sizeof(c->msg));
-    c->msg.msg_iov = c->iov;
-    c->msg.msg_iovlen = n;
+    b->msg.msg_iov = b->iov;
+    b->msg.msg_iovlen = n;
+    c->send_op.msg = &b->msg;
     int err = s->backend->submit(s, &c->send_op);
     if (err) {
+        keel__free(b, bytes);
         conn_fail(c, err);
         return;
     }
+    c->batch = b;
     c->send_inflight = true;
     c->inflight++;
 }
@@ -419,6 +426,8 @@ static void send_done(keel__op *op, int res, uint32_t flags) {
     keel_conn *c = op->ctx;
     keel__shard *s = keel__shard_self();
     c->send_inflight = false;
+    keel__free(c->batch, c->batch->bytes);
+    c->batch = NULL;
     /* The send's own reference now holds the connection through the app's
      * continuations (see recv_done); it is dropped at the end. */
     if (res >= 0) {
@@ -435,7 +444,7 @@ static void send_done(keel__op *op, int res, uint32_t flags) {
             }
             left -= sg->len;
             out_release(s, sg);
-            ring_pop(&c->out);
+            ring_pop(&c->out, sizeof(out_seg));
         }
         if (res > 0)
             touch(s, c);
@@ -623,7 +632,7 @@ void keel_conn_consume(keel_conn *c, size_t n) {
         }
         n -= sg->len;
         buf_unref(s, sg->bid);
-        ring_pop(&c->in);
+        ring_pop(&c->in, sizeof(in_seg));
     }
     if (c->recv_paused && c->in_bytes <= c->in_limit / 2) {
         c->recv_paused = false;
@@ -718,8 +727,7 @@ keel_conn *keel__conn_new(int fd) {
     c->in_limit = DEFAULT_IN_LIMIT;
     c->out_limit = DEFAULT_OUT_LIMIT;
     c->recv_op = (keel__op){.type = KEEL__OP_RECV_MULTI, .fd = fd, .complete = recv_done, .ctx = c};
-    c->send_op = (keel__op){.type = KEEL__OP_SENDMSG, .fd = fd, .msg = &c->msg,
-                            .complete = send_done, .ctx = c};
+    c->send_op = (keel__op){.type = KEEL__OP_SENDMSG, .fd = fd, .complete = send_done, .ctx = c};
     c->read_timer = (keel__timer){.heap_idx = SIZE_MAX, .fire = read_deadline_fired, .ctx = c};
     c->write_timer = (keel__timer){.heap_idx = SIZE_MAX, .fire = write_deadline_fired, .ctx = c};
     c->idle_timer = (keel__timer){.heap_idx = SIZE_MAX, .fire = idle_deadline_fired, .ctx = c};
@@ -742,16 +750,14 @@ static void conn_free(keel__shard *s, keel_conn *c) {
     keel__timer_cancel(&c->idle_timer);
     while (c->in.count) {
         buf_unref(s, IN_AT(c, 0)->bid);
-        ring_pop(&c->in);
+        ring_pop(&c->in, sizeof(in_seg));
     }
     while (c->out.count) {
         out_release(s, OUT_AT(c, 0));
-        ring_pop(&c->out);
+        ring_pop(&c->out, sizeof(out_seg));
     }
     ring_free(&c->in, sizeof(in_seg));
     ring_free(&c->out, sizeof(out_seg));
-    if (c->iov)
-        keel__free(c->iov, c->iov_cap * sizeof(struct iovec));
     c->prev->next = c->next;
     c->next->prev = c->prev;
     n->stats.open--;

@@ -30,6 +30,14 @@ typedef struct seg_ring {
 
 enum { READ_NONE = 0, READ_ANY, READ_EXACT, READ_UNTIL };
 
+/* The msghdr and iovecs of one sendmsg, allocated (from the slab) only
+ * while it is in flight, so an idle connection carries none. */
+typedef struct send_batch {
+    struct msghdr msg;
+    uint32_t bytes; /* allocation size */
+    struct iovec iov[];
+} send_batch;
+
 struct keel_conn_s {
     int fd;
     int err;
@@ -47,9 +55,7 @@ struct keel_conn_s {
     seg_ring out;       /* out_seg */
     size_t out_bytes, out_limit;
     uint64_t queued_total, sent_total, flush_target;
-    struct msghdr msg;
-    struct iovec *iov;
-    uint32_t iov_cap;
+    struct send_batch *batch; /* the sendmsg in flight, if any */
 
     keel__op recv_op, send_op;
     keel__timer read_timer, write_timer, idle_timer;

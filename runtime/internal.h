@@ -144,11 +144,11 @@ struct keel__op {
     uint8_t type;
     bool armed;       /* epoll: registered and waiting for readiness */
     int fd;
-    void *buf;
-    uint32_t len;
-    struct msghdr *msg;
-    const struct sockaddr *addr;
-    uint32_t addrlen;
+    union { /* by type */
+        struct { void *buf; uint32_t len; };                  /* READ */
+        struct msghdr *msg;                                   /* SENDMSG */
+        struct { const struct sockaddr *addr; uint32_t addrlen; }; /* CONNECT */
+    };
     void (*complete)(keel__op *op, int res, uint32_t flags);
     void *ctx;
     keel__op *next_ready; /* epoll: ops to perform at the next poll */
