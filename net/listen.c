@@ -33,7 +33,7 @@ struct keel_listener_s {
     bool is_unix;
     uint16_t port;
     unsigned nshards;
-    _Atomic unsigned live_shards; /* the last shard to exit frees the listener */
+    _Atomic unsigned live_shards; /* shards listening; the last to exit frees the listener */
     lshard shards[];
 };
 
@@ -276,6 +276,7 @@ static keel_future *listen_here(void *arg) {
     ls->fd = fd;
     ls->op = (keel__op){.type = KEEL__OP_ACCEPT_MULTI, .fd = fd, .complete = accept_done, .ctx = ls};
     ls->backoff = (keel__timer){.heap_idx = SIZE_MAX, .fire = backoff_fired, .ctx = ls};
+    atomic_fetch_add(&l->live_shards, 1);
     keel_at_exit(lshard_exit_hook_and_release, ls);
     arm_accept(s, ls);
     return keel_make_ready(0);
@@ -313,6 +314,8 @@ static keel_future *listen_finished(void *ctx, keel_result r) {
          * that did not never registered one. Close the bound ones now. */
         for (unsigned i = 0; i + 1 < bound; i++)
             keel_detach(keel_submit_to(i, (keel_remote_fn)(void *)lshard_exit_hook, &l->shards[i]));
+        if (atomic_load(&l->live_shards) == 0)
+            free(l); /* no shard bound, so no exit hook will */
     } else if (op->out) {
         *op->out = l;
     }
@@ -344,7 +347,6 @@ keel_future *keel_listen(const keel_listen_config *c, keel_accept_fn fn, void *c
     /* Unix sockets have no SO_REUSEPORT: shard 0 alone accepts on them. */
     l->nshards = l->is_unix ? 1 : n;
     l->port = c->port;
-    atomic_store(&l->live_shards, l->nshards);
     for (unsigned i = 0; i < n; i++)
         l->shards[i].fd = -1;
 

@@ -58,6 +58,7 @@ static keel_future *print_totals(void *arg) {
         acc += st.accepted;
     }
     printf("keel-echo: total: accepted=%llu bytes_in=%llu bytes_out=%llu\n", acc, in, out);
+    keel_stats_print(stdout);
     fflush(stdout);
     return keel_make_ready(0);
 }
