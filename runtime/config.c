@@ -16,8 +16,15 @@ void keel_config_init(keel_config *c) {
     c->ring_entries = 1024;
     c->handle_signals = true;
     const char *v;
-    if ((v = getenv("KEEL_SHARDS")) && *v)
-        c->shards = (unsigned)strtoul(v, NULL, 10);
+    if ((v = getenv("KEEL_SHARDS")) && *v) {
+        char *end;
+        unsigned long n = strtoul(v, &end, 10);
+        if (*end || n == 0 || n > KEEL_MAX_SHARDS || v[0] == '-')
+            c->_bad_env = "KEEL_SHARDS must be a number from 1 to 256 (unset it for one shard "
+                          "per CPU)";
+        else
+            c->shards = (unsigned)n;
+    }
     if ((v = getenv("KEEL_CPUSET")) && *v)
         c->cpuset = v;
     if ((v = getenv("KEEL_BACKEND")) && *v)
@@ -72,6 +79,7 @@ int keel_config_parse_args(keel_config *c, int *argc, char **argv) {
         int err = 0;
         switch (which) {
         case 0:
+            c->_bad_env = NULL; /* the command line overrides $KEEL_SHARDS */
             err = parse_uint("--shards", val, KEEL_MAX_SHARDS, &c->shards);
             if (!err && c->shards == 0) {
                 fprintf(stderr, "keel: --shards must be at least 1 (omit it for one shard per CPU)\n");

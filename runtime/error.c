@@ -7,6 +7,8 @@
 #include "internal.h"
 
 const char *keel_strerror(int err) {
+    if (err == 0)
+        return "success";
     switch (-err) {
     case KEEL_EBROKEN_PROMISE: return "broken promise: the producer went away without a result";
     case KEEL_EGATE_CLOSED: return "gate closed";

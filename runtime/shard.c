@@ -109,24 +109,31 @@ void keel__shard_note_activity(keel__shard *s) {
 
 /* ---- shutdown ------------------------------------------------------------- */
 
+static keel_future *resolve_continue(void *ctx, keel_result r) {
+    (void)ctx;
+    (void)r;
+    return keel_make_ready(KEEL_CONTINUE);
+}
+
 static void hooks_finished(void *ctx, keel_result r) {
     keel__shard *s = ctx;
     (void)r;
     s->hooks_done = true;
 }
 
+/* Runs the next exit hook (last registered first) once the previous one's
+ * future has resolved; an error in one does not stop the others. */
+static keel_future *next_exit_hook(void *ctx) {
+    keel__shard *s = ctx;
+    if (s->exit_hook_count == 0)
+        return keel_make_ready(KEEL_STOP);
+    keel__exit_hook h = s->exit_hooks[--s->exit_hook_count];
+    return keel_then_wrapped(h.fn(h.arg), resolve_continue, NULL);
+}
+
 static void begin_stop(keel__shard *s) {
     s->exit_state = KEEL__STOPPING;
-    size_t n = s->exit_hook_count;
-    keel_future **fs = calloc(n ? n : 1, sizeof(*fs));
-    if (!fs)
-        abort();
-    for (size_t i = 0; i < n; i++) {
-        keel__exit_hook *h = &s->exit_hooks[n - 1 - i];
-        fs[i] = h->fn(h->arg);
-    }
-    keel_on_done(keel_when_all(fs, n, NULL), hooks_finished, s);
-    free(fs);
+    keel_on_done(keel_repeat(next_exit_hook, s), hooks_finished, s);
 }
 
 static bool shard_quiescent(keel__shard *s) {
@@ -330,7 +337,11 @@ static void *shard_main(void *p) {
 static const keel__reactor_ops *choose_backend(const char *want, const char **why) {
     static char reason[256];
     char probe_why[160] = "";
-    if (want && (!strcmp(want, "epoll"))) {
+    if (want && strcmp(want, "epoll") && strcmp(want, "uring") && strcmp(want, "io_uring")) {
+        keel__log("unknown backend '%s' (--backend or $KEEL_BACKEND): use 'uring' or 'epoll'", want);
+        return NULL;
+    }
+    if (want && !strcmp(want, "epoll")) {
         *why = "requested";
         return &keel__reactor_epoll;
     }
@@ -358,6 +369,10 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg) {
     if (keel__rt) {
         keel__log("keel_run called while the runtime is already running");
         return -EBUSY;
+    }
+    if (c->_bad_env) {
+        keel__log("invalid environment: %s", c->_bad_env);
+        return -KEEL_EBADCONFIG;
     }
     cpu_set_t mask, want;
     if (sched_getaffinity(0, sizeof(mask), &mask)) {

@@ -125,8 +125,13 @@ void keel__xshard_publish(keel__shard *s) {
             continue;
         struct ck_ring *ring = ring_of(s->id, t);
         ck_ring_buffer_t *buf = buf_of(s->id, t);
-        while (m && ck_ring_enqueue_spsc(ring, buf, m)) {
-            m = m->next;
+        while (m) {
+            /* Read the link first: once enqueued, m belongs to the target,
+             * which may reuse it (as its reply, or freed) at once. */
+            keel__msg *next = m->next;
+            if (!ck_ring_enqueue_spsc(ring, buf, m))
+                break;
+            m = next;
             s->stats.msgs_sent++;
             s->staged_dirty[t] = true;
             any = true;
@@ -230,12 +235,18 @@ keel_future *keel_submit_to(unsigned shard, keel_remote_fn fn, void *arg) {
     return f;
 }
 
+static keel_future *resolve_zero(void *ctx, keel_result r) {
+    (void)ctx;
+    (void)r;
+    return keel_make_ready(0);
+}
+
 keel_future *keel_invoke_on_all(keel_remote_fn fn, void *arg) {
     unsigned n = keel__rt->nshards;
     keel_future *fs[KEEL_MAX_SHARDS];
     for (unsigned i = 0; i < n; i++)
         fs[i] = keel_submit_to(i, fn, arg);
-    return keel_when_all(fs, n, NULL);
+    return keel_then(keel_when_all(fs, n, NULL), resolve_zero, NULL);
 }
 
 /* ---- sharded services --------------------------------------------------------- */

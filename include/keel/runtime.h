@@ -31,6 +31,7 @@ typedef struct keel_config_s {
     unsigned ring_entries;      /* io_uring SQ entries per shard; 1024 (CQ is 8x) */
     bool handle_signals;        /* SIGINT/SIGTERM stop the runtime; true */
     bool quiet;                 /* no startup line on stderr; false */
+    const char *_bad_env;       /* set by keel_config_init: keel_run refuses it */
 } keel_config;
 
 /* Fills c with the defaults, then applies $KEEL_SHARDS, $KEEL_CPUSET and
@@ -68,8 +69,10 @@ int keel_shard_cpu(unsigned shard);
 const char *keel_backend_name(void);
 
 /* Registers fn(arg) to run on this shard when the runtime stops, after
- * keel_stop() and before the shard exits; hooks run in reverse order of
- * registration and their futures are awaited. Returns 0 or -ENOMEM. */
+ * keel_stop() and before the shard exits. Hooks run one at a time in
+ * reverse order of registration, each after the previous one's future
+ * resolved (a server registered after its database drains before the
+ * database closes). Returns 0 or -ENOMEM. */
 int keel_at_exit(keel_future *(*fn)(void *arg), void *arg);
 
 /* Monotonic time in ns, read at most once per loop turn (cheap). */
@@ -92,7 +95,7 @@ typedef keel_future *(*keel_remote_fn)(void *arg);
 keel_future *keel_submit_to(unsigned shard, keel_remote_fn fn, void *arg);
 
 /* Runs fn(arg) on every shard; resolves to 0 when all are done, or to the
- * first error (lowest shard). */
+ * first error (lowest shard) once all are done. */
 keel_future *keel_invoke_on_all(keel_remote_fn fn, void *arg);
 
 /* One instance of a service per shard (Seastar's sharded<T>). */
