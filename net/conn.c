@@ -25,21 +25,24 @@ static void keel__net_shard_fini(keel__shard *s);
 
 /* ---- the shard's net state and receive buffers ------------------------------ */
 
-static void drain_timeout(keel__timer *t, int err) {
+static void drain_timeout(keel__timer *t, int err)
+{
     (void)err;
     keel__net *n = t->ctx;
     free(t);
     if (keel_promise_pending(&n->drained)) {
         keel__log("%llu connection(s) still open %llu s after shutdown began: the app did not "
                   "close them; exiting anyway",
-                  (unsigned long long)n->stats.open, (unsigned long long)(EXIT_GRACE_NS / 1000000000));
+                  (unsigned long long)n->stats.open,
+                  (unsigned long long)(EXIT_GRACE_NS / 1000000000));
         keel_promise_set_value(&n->drained, 0);
     }
 }
 
 /* At shutdown, shut every open connection down so the app's reads end and
  * it closes them; wait (bounded) until it has. */
-static keel_future *net_exit_hook(void *arg) {
+static keel_future *net_exit_hook(void *arg)
+{
     keel__net *n = arg;
     n->draining = true;
     for (keel_conn *c = n->open.next; c != &n->open; c = c->next)
@@ -56,7 +59,8 @@ static keel_future *net_exit_hook(void *arg) {
     return f;
 }
 
-static void net_free(keel__shard *s) {
+static void net_free(keel__shard *s)
+{
     keel__net *n = s->net;
     if (s->bufs) {
         munmap(s->bufs->base, (size_t)s->bufs->count * s->bufs->size);
@@ -68,7 +72,8 @@ static void net_free(keel__shard *s) {
     s->net = NULL;
 }
 
-keel__net *keel__net_shard(void) {
+keel__net *keel__net_shard(void)
+{
     keel__shard *s = keel__shard_self();
     if (s->net)
         return s->net;
@@ -108,12 +113,14 @@ fail:
 }
 
 /* Called by the shard at exit, after the backend is gone. */
-static void keel__net_shard_fini(keel__shard *s) {
+static void keel__net_shard_fini(keel__shard *s)
+{
     if (s->net)
         net_free(s);
 }
 
-int keel_net_stats_get(unsigned shard, keel_net_stats *out) {
+int keel_net_stats_get(unsigned shard, keel_net_stats *out)
+{
     if (shard >= keel_shard_count())
         return -EINVAL;
     keel__shard *s = keel__rt->shards[shard];
@@ -128,11 +135,13 @@ int keel_net_stats_get(unsigned shard, keel_net_stats *out) {
     return 0;
 }
 
-static inline char *buf_addr(keel__shard *s, uint16_t bid) {
+static inline char *buf_addr(keel__shard *s, uint16_t bid)
+{
     return s->bufs->base + (size_t)bid * s->bufs->size;
 }
 
-static void buf_unref(keel__shard *s, uint16_t bid) {
+static void buf_unref(keel__shard *s, uint16_t bid)
+{
     if (--s->bufs->refs[bid] == 0) {
         s->backend->buf_return(s, bid);
         s->bufs->available++;
@@ -142,11 +151,13 @@ static void buf_unref(keel__shard *s, uint16_t bid) {
 
 /* ---- segment rings -------------------------------------------------------------- */
 
-static void *ring_at(seg_ring *r, uint32_t i, size_t item) {
+static void *ring_at(seg_ring *r, uint32_t i, size_t item)
+{
     return (char *)r->items + ((r->head + i) & (r->cap - 1)) * item;
 }
 
-static int ring_push(seg_ring *r, const void *v, size_t item) {
+static int ring_push(seg_ring *r, const void *v, size_t item)
+{
     if (r->count == r->cap) {
         uint32_t cap = r->cap ? r->cap * 2 : 8;
         void *items = keel__alloc(cap * item);
@@ -165,7 +176,8 @@ static int ring_push(seg_ring *r, const void *v, size_t item) {
     return 0;
 }
 
-static void ring_free(seg_ring *r, size_t item) {
+static void ring_free(seg_ring *r, size_t item)
+{
     if (r->items)
         keel__free(r->items, r->cap * item);
     r->items = NULL;
@@ -174,7 +186,8 @@ static void ring_free(seg_ring *r, size_t item) {
 
 /* An emptied ring gives its array back: an idle connection then holds only
  * its own struct (a slab alloc per message is a few ns). */
-static void ring_pop(seg_ring *r, size_t item) {
+static void ring_pop(seg_ring *r, size_t item)
+{
     r->head = (r->head + 1) & (r->cap - 1);
     if (--r->count == 0)
         ring_free(r, item);
@@ -185,11 +198,13 @@ static void ring_pop(seg_ring *r, size_t item) {
 
 /* ---- receiving ---------------------------------------------------------------------- */
 
-static bool want_recv(const keel_conn *c) {
+static bool want_recv(const keel_conn *c)
+{
     return !c->closing && !c->eof && !c->err && !c->recv_paused && !c->recv_starved;
 }
 
-static void arm_recv(keel__shard *s, keel_conn *c) {
+static void arm_recv(keel__shard *s, keel_conn *c)
+{
     if (c->recv_armed || !want_recv(c))
         return;
     if (s->backend->submit(s, &c->recv_op) == 0) {
@@ -199,14 +214,16 @@ static void arm_recv(keel__shard *s, keel_conn *c) {
     }
 }
 
-static void disarm_recv(keel__shard *s, keel_conn *c) {
+static void disarm_recv(keel__shard *s, keel_conn *c)
+{
     if (c->recv_armed)
         s->backend->cancel(s, &c->recv_op);
 }
 
 /* Works out whether the pending read is satisfied; returns true and sets
  * *res if so. */
-static bool read_ready(keel_conn *c, keel_result *res) {
+static bool read_ready(keel_conn *c, keel_result *res)
+{
     switch (c->read_kind) {
     case READ_ANY:
         if (c->in_bytes) {
@@ -246,8 +263,7 @@ static bool read_ready(keel_conn *c, keel_result *res) {
         }
         break;
     }
-    default:
-        return false;
+    default: return false;
     }
     if (c->err) {
         *res = keel_err(c->err);
@@ -260,22 +276,28 @@ static bool read_ready(keel_conn *c, keel_result *res) {
     return false;
 }
 
-static void resolve_read(keel_conn *c, keel_result r) {
+static void resolve_read(keel_conn *c, keel_result r)
+{
     c->read_kind = READ_NONE;
     keel__timer_cancel(&c->read_timer);
     keel_promise_resolve(&c->read_p, r);
 }
 
-static void check_read(keel_conn *c) {
+static void check_read(keel_conn *c)
+{
     keel_result r;
     if (keel_promise_pending(&c->read_p) && read_ready(c, &r))
         resolve_read(c, r);
 }
 
-static void touch(keel__shard *s, keel_conn *c) { c->last_activity_ns = s->now_ns; }
+static void touch(keel__shard *s, keel_conn *c)
+{
+    c->last_activity_ns = s->now_ns;
+}
 
 /* Fails the connection: the first error sticks; every waiter learns it. */
-static void conn_fail(keel_conn *c, int err) {
+static void conn_fail(keel_conn *c, int err)
+{
     keel__shard *s = keel__shard_self();
     if (!c->err)
         c->err = err;
@@ -290,7 +312,8 @@ static void conn_fail(keel_conn *c, int err) {
         keel_promise_set_error(&c->shut_p, c->err);
 }
 
-static void recv_done(keel__op *op, int res, uint32_t flags) {
+static void recv_done(keel__op *op, int res, uint32_t flags)
+{
     keel_conn *c = op->ctx;
     keel__shard *s = keel__shard_self();
     keel__net *n = s->net;
@@ -342,7 +365,8 @@ static void recv_done(keel__op *op, int res, uint32_t flags) {
 
 /* ---- sending -------------------------------------------------------------------------- */
 
-static void queue_send(keel__shard *s, keel_conn *c) {
+static void queue_send(keel__shard *s, keel_conn *c)
+{
     if (c->send_inflight || c->send_queued || !c->out.count || c->err)
         return;
     c->send_queued = true;
@@ -358,7 +382,8 @@ static void queue_send(keel__shard *s, keel_conn *c) {
 /* Before the loop enters the kernel: one gathered sendmsg per connection
  * with output this turn, and re-armed receives for connections that starved
  * while buffers were short. */
-static void net_before_poll(keel__shard *s) {
+static void net_before_poll(keel__shard *s)
+{
     keel__net *n = s->net;
     keel_conn *c = n->send_head;
     n->send_head = n->send_tail = NULL;
@@ -378,7 +403,8 @@ static void net_before_poll(keel__shard *s) {
     }
 }
 
-static void submit_send(keel__shard *s, keel_conn *c) {
+static void submit_send(keel__shard *s, keel_conn *c)
+{
     if (c->send_inflight || !c->out.count || c->err)
         return;
     uint32_t n = c->out.count < IOV_MAX_BATCH ? c->out.count : IOV_MAX_BATCH;
@@ -409,19 +435,22 @@ static void submit_send(keel__shard *s, keel_conn *c) {
     c->inflight++;
 }
 
-static void out_release(keel__shard *s, out_seg *sg) {
+static void out_release(keel__shard *s, out_seg *sg)
+{
     if (sg->bid >= 0)
         buf_unref(s, (uint16_t)sg->bid);
     else
         keel__free(sg->base, sg->cap);
 }
 
-static void write_deadline_arm(keel__shard *s, keel_conn *c) {
+static void write_deadline_arm(keel__shard *s, keel_conn *c)
+{
     if (c->write_timeout_ns && c->write_timer.heap_idx == SIZE_MAX)
         keel__timer_arm(&c->write_timer, s->now_ns + c->write_timeout_ns);
 }
 
-static void send_done(keel__op *op, int res, uint32_t flags) {
+static void send_done(keel__op *op, int res, uint32_t flags)
+{
     (void)flags;
     keel_conn *c = op->ctx;
     keel__shard *s = keel__shard_self();
@@ -471,7 +500,8 @@ static void send_done(keel__op *op, int res, uint32_t flags) {
     conn_maybe_finish_close(c);
 }
 
-static keel_future *after_queue(keel__shard *s, keel_conn *c) {
+static keel_future *after_queue(keel__shard *s, keel_conn *c)
+{
     queue_send(s, c);
     if (c->out_bytes <= c->out_limit)
         return keel_make_ready(0);
@@ -480,7 +510,8 @@ static keel_future *after_queue(keel__shard *s, keel_conn *c) {
     return keel_promise_init(&c->write_p);
 }
 
-keel_future *keel_conn_write(keel_conn *c, const void *data, size_t len) {
+keel_future *keel_conn_write(keel_conn *c, const void *data, size_t len)
+{
     keel__shard *s = keel__shard_self();
     if (c->err)
         return keel_make_error(c->err);
@@ -514,7 +545,8 @@ keel_future *keel_conn_write(keel_conn *c, const void *data, size_t len) {
     return after_queue(s, c);
 }
 
-keel_future *keel_conn_forward(keel_conn *dst, keel_conn *src, size_t n) {
+keel_future *keel_conn_forward(keel_conn *dst, keel_conn *src, size_t n)
+{
     keel__shard *s = keel__shard_self();
     assert(n <= src->in_bytes);
     if (dst->err)
@@ -525,8 +557,8 @@ keel_future *keel_conn_forward(keel_conn *dst, keel_conn *src, size_t n) {
     for (uint32_t i = 0; left && i < src->in.count; i++) {
         in_seg *is = IN_AT(src, i);
         uint32_t take = left < is->len ? (uint32_t)left : is->len;
-        out_seg os = {.base = buf_addr(s, is->bid), .off = is->off, .len = take, .cap = 0,
-                      .bid = is->bid};
+        out_seg os = {
+            .base = buf_addr(s, is->bid), .off = is->off, .len = take, .cap = 0, .bid = is->bid};
         if (ring_push(&dst->out, &os, sizeof(os)))
             return keel_make_error(-ENOMEM);
         s->bufs->refs[is->bid]++;
@@ -538,7 +570,8 @@ keel_future *keel_conn_forward(keel_conn *dst, keel_conn *src, size_t n) {
     return after_queue(s, dst);
 }
 
-keel_future *keel_conn_flush(keel_conn *c) {
+keel_future *keel_conn_flush(keel_conn *c)
+{
     keel__shard *s = keel__shard_self();
     if (c->err)
         return keel_make_error(c->err);
@@ -551,7 +584,8 @@ keel_future *keel_conn_flush(keel_conn *c) {
     return keel_promise_init(&c->flush_p);
 }
 
-keel_future *keel_conn_shutdown_write(keel_conn *c) {
+keel_future *keel_conn_shutdown_write(keel_conn *c)
+{
     if (c->err)
         return keel_make_error(c->err);
     if (!c->out.count && !c->send_inflight) {
@@ -564,11 +598,15 @@ keel_future *keel_conn_shutdown_write(keel_conn *c) {
     return keel_promise_init(&c->shut_p);
 }
 
-size_t keel_conn_queued(const keel_conn *c) { return c->out_bytes; }
+size_t keel_conn_queued(const keel_conn *c)
+{
+    return c->out_bytes;
+}
 
 /* ---- reading API ------------------------------------------------------------------------ */
 
-static keel_future *start_read(keel_conn *c, uint8_t kind, size_t n, uint8_t delim) {
+static keel_future *start_read(keel_conn *c, uint8_t kind, size_t n, uint8_t delim)
+{
     keel__shard *s = keel__shard_self();
     assert(!keel_promise_pending(&c->read_p) && "one reader at a time");
     if (c->closing)
@@ -589,15 +627,26 @@ static keel_future *start_read(keel_conn *c, uint8_t kind, size_t n, uint8_t del
     return f;
 }
 
-keel_future *keel_conn_read(keel_conn *c) { return start_read(c, READ_ANY, 0, 0); }
-keel_future *keel_conn_read_exactly(keel_conn *c, size_t n) { return start_read(c, READ_EXACT, n, 0); }
-keel_future *keel_conn_read_until(keel_conn *c, uint8_t delim, size_t max) {
+keel_future *keel_conn_read(keel_conn *c)
+{
+    return start_read(c, READ_ANY, 0, 0);
+}
+keel_future *keel_conn_read_exactly(keel_conn *c, size_t n)
+{
+    return start_read(c, READ_EXACT, n, 0);
+}
+keel_future *keel_conn_read_until(keel_conn *c, uint8_t delim, size_t max)
+{
     return start_read(c, READ_UNTIL, max, delim);
 }
 
-size_t keel_conn_buffered(const keel_conn *c) { return c->in_bytes; }
+size_t keel_conn_buffered(const keel_conn *c)
+{
+    return c->in_bytes;
+}
 
-const void *keel_conn_peek(const keel_conn *c, size_t *len) {
+const void *keel_conn_peek(const keel_conn *c, size_t *len)
+{
     if (!c->in.count) {
         *len = 0;
         return NULL;
@@ -607,7 +656,8 @@ const void *keel_conn_peek(const keel_conn *c, size_t *len) {
     return buf_addr(keel__shard_self(), sg->bid) + sg->off;
 }
 
-size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n) {
+size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n)
+{
     keel__shard *s = keel__shard_self();
     size_t done = 0;
     for (uint32_t i = 0; done < n && i < c->in.count; i++) {
@@ -619,7 +669,8 @@ size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n) {
     return done;
 }
 
-void keel_conn_consume(keel_conn *c, size_t n) {
+void keel_conn_consume(keel_conn *c, size_t n)
+{
     keel__shard *s = keel__shard_self();
     assert(n <= c->in_bytes);
     c->in_bytes -= n;
@@ -642,22 +693,25 @@ void keel_conn_consume(keel_conn *c, size_t n) {
 
 /* ---- deadlines ---------------------------------------------------------------------------- */
 
-static void read_deadline_fired(keel__timer *t, int err) {
+static void read_deadline_fired(keel__timer *t, int err)
+{
     keel_conn *c = t->ctx;
     if (err == 0 && keel_promise_pending(&c->read_p))
         resolve_read(c, keel_err(-ETIMEDOUT));
 }
 
-static void write_deadline_fired(keel__timer *t, int err) {
+static void write_deadline_fired(keel__timer *t, int err)
+{
     keel_conn *c = t->ctx;
-    if (err == 0 && (c->out.count || keel_promise_pending(&c->write_p) ||
-                     keel_promise_pending(&c->flush_p))) {
+    if (err == 0 &&
+        (c->out.count || keel_promise_pending(&c->write_p) || keel_promise_pending(&c->flush_p))) {
         conn_fail(c, -ETIMEDOUT);
         conn_maybe_finish_close(c);
     }
 }
 
-static void idle_deadline_fired(keel__timer *t, int err) {
+static void idle_deadline_fired(keel__timer *t, int err)
+{
     keel_conn *c = t->ctx;
     keel__shard *s = keel__shard_self();
     if (err || !c->idle_timeout_ns)
@@ -671,7 +725,8 @@ static void idle_deadline_fired(keel__timer *t, int err) {
     conn_maybe_finish_close(c);
 }
 
-void keel_conn_set_deadlines(keel_conn *c, uint64_t read_ns, uint64_t write_ns, uint64_t idle_ns) {
+void keel_conn_set_deadlines(keel_conn *c, uint64_t read_ns, uint64_t write_ns, uint64_t idle_ns)
+{
     keel__shard *s = keel__shard_self();
     c->read_timeout_ns = read_ns;
     c->write_timeout_ns = write_ns;
@@ -683,25 +738,28 @@ void keel_conn_set_deadlines(keel_conn *c, uint64_t read_ns, uint64_t write_ns, 
     }
 }
 
-void keel_conn_set_limits(keel_conn *c, size_t out_bytes, size_t in_bytes) {
+void keel_conn_set_limits(keel_conn *c, size_t out_bytes, size_t in_bytes)
+{
     c->out_limit = out_bytes ? out_bytes : DEFAULT_OUT_LIMIT;
     c->in_limit = in_bytes ? in_bytes : DEFAULT_IN_LIMIT;
 }
 
-int keel_conn_set_nodelay(keel_conn *c, bool on) {
+int keel_conn_set_nodelay(keel_conn *c, bool on)
+{
     int v = on;
     return setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof(v)) < 0 ? -errno : 0;
 }
 
 int keel_conn_set_keepalive(keel_conn *c, bool on, unsigned idle_s, unsigned interval_s,
-                            unsigned count) {
+                            unsigned count)
+{
     int v = on;
     if (setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof(v)) < 0)
         return -errno;
     if (!on)
         return 0;
-    int opts[3][2] = {{TCP_KEEPIDLE, (int)idle_s}, {TCP_KEEPINTVL, (int)interval_s},
-                      {TCP_KEEPCNT, (int)count}};
+    int opts[3][2] = {
+        {TCP_KEEPIDLE, (int)idle_s}, {TCP_KEEPINTVL, (int)interval_s}, {TCP_KEEPCNT, (int)count}};
     for (int i = 0; i < 3; i++)
         if (opts[i][1] > 0 &&
             setsockopt(c->fd, IPPROTO_TCP, opts[i][0], &opts[i][1], sizeof(int)) < 0)
@@ -709,14 +767,27 @@ int keel_conn_set_keepalive(keel_conn *c, bool on, unsigned idle_s, unsigned int
     return 0;
 }
 
-int keel_conn_fd(const keel_conn *c) { return c->fd; }
-void keel_conn_set_data(keel_conn *c, void *data) { c->data = data; }
-void *keel_conn_data(const keel_conn *c) { return c->data; }
-int keel_conn_error(const keel_conn *c) { return c->err; }
+int keel_conn_fd(const keel_conn *c)
+{
+    return c->fd;
+}
+void keel_conn_set_data(keel_conn *c, void *data)
+{
+    c->data = data;
+}
+void *keel_conn_data(const keel_conn *c)
+{
+    return c->data;
+}
+int keel_conn_error(const keel_conn *c)
+{
+    return c->err;
+}
 
 /* ---- lifetime ------------------------------------------------------------------------------- */
 
-keel_conn *keel__conn_new(int fd) {
+keel_conn *keel__conn_new(int fd)
+{
     keel__shard *s = keel__shard_self();
     keel__net *n = keel__net_shard();
     keel_conn *c = n ? keel__alloc(sizeof(*c)) : NULL;
@@ -743,7 +814,8 @@ keel_conn *keel__conn_new(int fd) {
     return c;
 }
 
-static void conn_free(keel__shard *s, keel_conn *c) {
+static void conn_free(keel__shard *s, keel_conn *c)
+{
     keel__net *n = s->net;
     keel__timer_cancel(&c->read_timer);
     keel__timer_cancel(&c->write_timer);
@@ -769,7 +841,8 @@ static void conn_free(keel__shard *s, keel_conn *c) {
     keel_promise_set_value(&p, 0);
 }
 
-static void conn_maybe_finish_close(keel_conn *c) {
+static void conn_maybe_finish_close(keel_conn *c)
+{
     if (!c->closing || !keel_promise_pending(&c->close_p))
         return;
     keel__shard *s = keel__shard_self();
@@ -802,7 +875,8 @@ static void conn_maybe_finish_close(keel_conn *c) {
     conn_free(s, c);
 }
 
-keel_future *keel_conn_close(keel_conn *c) {
+keel_future *keel_conn_close(keel_conn *c)
+{
     keel__shard *s = keel__shard_self();
     assert(!c->closing && "keel_conn_close called twice");
     c->closing = true;
@@ -823,7 +897,8 @@ keel_future *keel_conn_close(keel_conn *c) {
     return f;
 }
 
-void keel_conn_abort(keel_conn *c) {
+void keel_conn_abort(keel_conn *c)
+{
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     c->fail_on_close = true;

@@ -15,7 +15,7 @@ typedef struct in_seg {
 } in_seg;
 
 typedef struct out_seg {
-    char *base;   /* owned chunk, or the receive buffer */
+    char *base; /* owned chunk, or the receive buffer */
     uint32_t off, len;
     uint32_t cap; /* owned chunk's size; 0 for a receive buffer */
     int32_t bid;  /* receive buffer id, or -1 */
@@ -50,9 +50,9 @@ struct keel_conn_s {
     size_t read_n, read_scanned;
     keel_promise read_p, write_p, flush_p, shut_p, close_p;
 
-    seg_ring in;        /* in_seg */
+    seg_ring in; /* in_seg */
     size_t in_bytes, in_limit;
-    seg_ring out;       /* out_seg */
+    seg_ring out; /* out_seg */
     size_t out_bytes, out_limit;
     uint64_t queued_total, sent_total, flush_target;
     struct send_batch *batch; /* the sendmsg in flight, if any */

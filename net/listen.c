@@ -37,14 +37,16 @@ struct keel_listener_s {
     lshard shards[];
 };
 
-void keel_listen_config_init(keel_listen_config *c) {
+void keel_listen_config_init(keel_listen_config *c)
+{
     memset(c, 0, sizeof(*c));
     c->bind = "0.0.0.0";
     c->backlog = 4096;
     c->steer = KEEL_STEER_HASH;
 }
 
-int keel__parse_addr(const char *addr, uint16_t port, struct sockaddr_storage *ss, socklen_t *len) {
+int keel__parse_addr(const char *addr, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
     memset(ss, 0, sizeof(*ss));
     if (!addr || !*addr)
         addr = "0.0.0.0";
@@ -85,7 +87,8 @@ int keel__parse_addr(const char *addr, uint16_t port, struct sockaddr_storage *s
     return -EINVAL;
 }
 
-static uint16_t port_of(const struct sockaddr_storage *ss) {
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
     if (ss->ss_family == AF_INET)
         return ntohs(((const struct sockaddr_in *)ss)->sin_port);
     if (ss->ss_family == AF_INET6)
@@ -93,31 +96,38 @@ static uint16_t port_of(const struct sockaddr_storage *ss) {
     return 0;
 }
 
-static void set_port(struct sockaddr_storage *ss, uint16_t port) {
+static void set_port(struct sockaddr_storage *ss, uint16_t port)
+{
     if (ss->ss_family == AF_INET)
         ((struct sockaddr_in *)ss)->sin_port = htons(port);
     else if (ss->ss_family == AF_INET6)
         ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
 }
 
-uint16_t keel_listener_port(const keel_listener *l) { return l->port; }
+uint16_t keel_listener_port(const keel_listener *l)
+{
+    return l->port;
+}
 
 /* ---- accepting ------------------------------------------------------------------ */
 
-static void arm_accept(keel__shard *s, lshard *ls) {
+static void arm_accept(keel__shard *s, lshard *ls)
+{
     if (ls->armed || ls->closing)
         return;
     if (s->backend->submit(s, &ls->op) == 0)
         ls->armed = true;
 }
 
-static void backoff_fired(keel__timer *t, int err) {
+static void backoff_fired(keel__timer *t, int err)
+{
     lshard *ls = t->ctx;
     if (!err)
         arm_accept(keel__shard_self(), ls);
 }
 
-static void finish_close(keel__shard *s, lshard *ls) {
+static void finish_close(keel__shard *s, lshard *ls)
+{
     (void)s;
     if (ls->closed)
         return;
@@ -130,7 +140,8 @@ static void finish_close(keel__shard *s, lshard *ls) {
         keel_promise_set_value(&ls->closed_p, 0);
 }
 
-static void accept_done(keel__op *op, int res, uint32_t flags) {
+static void accept_done(keel__op *op, int res, uint32_t flags)
+{
     lshard *ls = op->ctx;
     keel__shard *s = keel__shard_self();
     keel__net *n = s->net;
@@ -175,7 +186,8 @@ static void accept_done(keel__op *op, int res, uint32_t flags) {
     arm_accept(s, ls); /* the kernel ended the multishot: re-arm */
 }
 
-static keel_future *lshard_close(lshard *ls) {
+static keel_future *lshard_close(lshard *ls)
+{
     keel__shard *s = keel__shard_self();
     if (ls->closed)
         return keel_make_ready(0);
@@ -190,19 +202,22 @@ static keel_future *lshard_close(lshard *ls) {
     return f;
 }
 
-static keel_future *lshard_exit_hook(void *arg) {
+static keel_future *lshard_exit_hook(void *arg)
+{
     lshard *ls = arg;
     return lshard_close(ls);
 }
 
-static void listener_release(void *ctx, keel_result r) {
+static void listener_release(void *ctx, keel_result r)
+{
     (void)r;
     keel_listener *l = ctx;
     if (atomic_fetch_sub(&l->live_shards, 1) == 1)
         free(l);
 }
 
-static keel_future *lshard_exit_hook_and_release(void *arg) {
+static keel_future *lshard_exit_hook_and_release(void *arg)
+{
     lshard *ls = arg;
     return keel_finally(lshard_close(ls), listener_release, ls->l);
 }
@@ -213,7 +228,8 @@ static keel_future *lshard_exit_hook_and_release(void *arg) {
  * reuseport group, of the socket to pick; sockets are indexed in bind
  * order, which is shard order, so CPU % nshards names the shard pinned to
  * that CPU when shards sit on CPUs 0..n-1. */
-static int attach_cpu_steering(int fd, unsigned nshards) {
+static int attach_cpu_steering(int fd, unsigned nshards)
+{
     struct sock_filter code[] = {
         {BPF_LD | BPF_W | BPF_ABS, 0, 0, (uint32_t)(SKF_AD_OFF + SKF_AD_CPU)},
         {BPF_ALU | BPF_MOD | BPF_K, 0, 0, nshards},
@@ -225,7 +241,8 @@ static int attach_cpu_steering(int fd, unsigned nshards) {
     return 0;
 }
 
-static int open_socket(keel_listener *l) {
+static int open_socket(keel_listener *l)
+{
     int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -248,7 +265,8 @@ fail:;
     return err;
 }
 
-static keel_future *listen_here(void *arg) {
+static keel_future *listen_here(void *arg)
+{
     keel_listener *l = arg;
     keel__shard *s = keel__shard_self();
     lshard *ls = &l->shards[s->id];
@@ -274,7 +292,8 @@ static keel_future *listen_here(void *arg) {
     }
     ls->l = l;
     ls->fd = fd;
-    ls->op = (keel__op){.type = KEEL__OP_ACCEPT_MULTI, .fd = fd, .complete = accept_done, .ctx = ls};
+    ls->op =
+        (keel__op){.type = KEEL__OP_ACCEPT_MULTI, .fd = fd, .complete = accept_done, .ctx = ls};
     ls->backoff = (keel__timer){.heap_idx = SIZE_MAX, .fire = backoff_fired, .ctx = ls};
     atomic_fetch_add(&l->live_shards, 1);
     keel_at_exit(lshard_exit_hook_and_release, ls);
@@ -291,25 +310,29 @@ typedef struct listen_op {
 /* Shards bind one after another, in order: the first learns an ephemeral
  * port for the rest, and bind order is the reuseport group's index order,
  * which CPU steering relies on. */
-static keel_future *listen_continue(void *ctx, keel_result r) {
+static keel_future *listen_continue(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_make_ready(KEEL_CONTINUE);
 }
 
-static keel_future *listen_step_wrapped(void *ctx) {
+static keel_future *listen_step_wrapped(void *ctx)
+{
     listen_op *op = ctx;
     if (op->next == op->l->nshards)
         return keel_make_ready(KEEL_STOP);
     return keel_then(keel_submit_to(op->next++, listen_here, op->l), listen_continue, NULL);
 }
 
-static keel_future *listen_finished(void *ctx, keel_result r) {
+static keel_future *listen_finished(void *ctx, keel_result r)
+{
     listen_op *op = ctx;
     keel_listener *l = op->l;
     unsigned bound = op->next;
     if (r.err) {
-        keel__log("cannot listen on %s port %u: %s", l->cfg.bind, l->cfg.port, keel_strerror(r.err));
+        keel__log("cannot listen on %s port %u: %s", l->cfg.bind, l->cfg.port,
+                  keel_strerror(r.err));
         /* Shards that did bind close at exit through their hooks; those
          * that did not never registered one. Close the bound ones now. */
         for (unsigned i = 0; i + 1 < bound; i++)
@@ -324,7 +347,8 @@ static keel_future *listen_finished(void *ctx, keel_result r) {
 }
 
 keel_future *keel_listen(const keel_listen_config *c, keel_accept_fn fn, void *ctx,
-                         keel_listener **out) {
+                         keel_listener **out)
+{
     unsigned n = keel_shard_count();
     keel_listener *l = calloc(1, sizeof(*l) + n * sizeof(lshard));
     listen_op *op = calloc(1, sizeof(*op));
@@ -373,7 +397,8 @@ keel_future *keel_listen(const keel_listen_config *c, keel_accept_fn fn, void *c
             close(probe);
             if (err == -EADDRINUSE)
                 keel__log("another process already listens on %s port %u; stop it or pick another "
-                          "port", l->cfg.bind, c->port);
+                          "port",
+                          l->cfg.bind, c->port);
             goto fail;
         }
         if (probe >= 0)
@@ -388,7 +413,8 @@ fail:
     return keel_make_error(err);
 }
 
-static keel_future *close_here(void *arg) {
+static keel_future *close_here(void *arg)
+{
     keel_listener *l = arg;
     unsigned id = keel_shard_id();
     if (id >= l->nshards)
@@ -396,7 +422,8 @@ static keel_future *close_here(void *arg) {
     return lshard_close(&l->shards[id]);
 }
 
-keel_future *keel_listener_close(keel_listener *l) {
+keel_future *keel_listener_close(keel_listener *l)
+{
     /* The listener's memory goes when the runtime stops (each shard's exit
      * hook releases it), so a close racing shutdown is safe. */
     return keel_invoke_on_all(close_here, l);
@@ -412,7 +439,8 @@ typedef struct connector {
     bool timed_out;
 } connector;
 
-static void connect_done(keel__op *op, int res, uint32_t flags) {
+static void connect_done(keel__op *op, int res, uint32_t flags)
+{
     (void)flags;
     connector *k = op->ctx;
     keel__timer_cancel(&k->timer);
@@ -434,14 +462,16 @@ static void connect_done(keel__op *op, int res, uint32_t flags) {
     keel_promise_resolve(&p, keel_ok_ptr(c));
 }
 
-static void connect_timeout(keel__timer *t, int err) {
+static void connect_timeout(keel__timer *t, int err)
+{
     connector *k = t->ctx;
     k->timed_out = true;
     (void)err;
     keel__shard_self()->backend->cancel(keel__shard_self(), &k->op);
 }
 
-keel_future *keel_connect(const char *addr, uint16_t port, uint64_t timeout_ns) {
+keel_future *keel_connect(const char *addr, uint16_t port, uint64_t timeout_ns)
+{
     keel__shard *s = keel__shard_self();
     if (!keel__net_shard())
         return keel_make_error(-ENOMEM);
@@ -460,8 +490,12 @@ keel_future *keel_connect(const char *addr, uint16_t port, uint64_t timeout_ns) 
         free(k);
         return keel_make_error(err);
     }
-    k->op = (keel__op){.type = KEEL__OP_CONNECT, .fd = fd, .addr = (struct sockaddr *)&k->addr,
-                       .addrlen = len, .complete = connect_done, .ctx = k};
+    k->op = (keel__op){.type = KEEL__OP_CONNECT,
+                       .fd = fd,
+                       .addr = (struct sockaddr *)&k->addr,
+                       .addrlen = len,
+                       .complete = connect_done,
+                       .ctx = k};
     k->timer = (keel__timer){.heap_idx = SIZE_MAX, .fire = connect_timeout, .ctx = k};
     keel_future *f = keel_promise_init(&k->p);
     if ((err = s->backend->submit(s, &k->op))) {

@@ -27,7 +27,8 @@ static struct {
     unsigned nthreads;
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static void finish_job(keel__job *j) {
+static void finish_job(keel__job *j)
+{
     keel__shard *s = j->origin;
     void *head = atomic_load_explicit(&s->jobs_done, memory_order_relaxed);
     do {
@@ -42,7 +43,8 @@ static void finish_job(keel__job *j) {
         s->backend->wake(NULL, s);
 }
 
-static void *worker_main(void *unused) {
+static void *worker_main(void *unused)
+{
     (void)unused;
     pthread_mutex_lock(&pool.lock);
     for (;;) {
@@ -63,7 +65,8 @@ static void *worker_main(void *unused) {
     return NULL;
 }
 
-int keel__blocking_start(unsigned threads) {
+int keel__blocking_start(unsigned threads)
+{
     pool.stopping = false;
     pool.head = pool.tail = NULL;
     pool.threads = calloc(threads, sizeof(pthread_t));
@@ -80,7 +83,8 @@ int keel__blocking_start(unsigned threads) {
     return 0;
 }
 
-void keel__blocking_stop(void) {
+void keel__blocking_stop(void)
+{
     pthread_mutex_lock(&pool.lock);
     pool.stopping = true;
     pthread_cond_broadcast(&pool.cond);
@@ -92,7 +96,8 @@ void keel__blocking_stop(void) {
     pool.nthreads = 0;
 }
 
-keel_future *keel_run_blocking(keel_result (*fn)(void *arg), void *arg) {
+keel_future *keel_run_blocking(keel_result (*fn)(void *arg), void *arg)
+{
     keel__shard *s = keel__shard_self();
     keel__job *j = keel__alloc(sizeof(*j));
     j->fn = fn;
@@ -113,11 +118,13 @@ keel_future *keel_run_blocking(keel_result (*fn)(void *arg), void *arg) {
     return f;
 }
 
-bool keel__blocking_pending_in(keel__shard *s) {
+bool keel__blocking_pending_in(keel__shard *s)
+{
     return atomic_load_explicit(&s->jobs_done, memory_order_relaxed) != NULL;
 }
 
-bool keel__blocking_poll(keel__shard *s) {
+bool keel__blocking_poll(keel__shard *s)
+{
     keel__job *j = atomic_exchange_explicit(&s->jobs_done, NULL, memory_order_acquire);
     if (!j)
         return false;

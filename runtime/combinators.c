@@ -23,9 +23,13 @@ struct join {
     join_slot slots[];
 };
 
-static size_t join_size(size_t n) { return sizeof(join) + n * sizeof(join_slot); }
+static size_t join_size(size_t n)
+{
+    return sizeof(join) + n * sizeof(join_slot);
+}
 
-static join *join_new(size_t n, keel_result *results, int64_t ok_value, keel_future **out) {
+static join *join_new(size_t n, keel_result *results, int64_t ok_value, keel_future **out)
+{
     join *j = keel__alloc(join_size(n));
     if (!j)
         return NULL;
@@ -39,7 +43,8 @@ static join *join_new(size_t n, keel_result *results, int64_t ok_value, keel_fut
     return j;
 }
 
-static void join_release(join *j) {
+static void join_release(join *j)
+{
     if (--j->remaining)
         return;
     keel_promise p = j->promise;
@@ -48,7 +53,8 @@ static void join_release(join *j) {
     keel_promise_resolve(&p, r);
 }
 
-static void join_slot_done(void *ctx, keel_result r) {
+static void join_slot_done(void *ctx, keel_result r)
+{
     join_slot *slot = ctx;
     join *j = slot->j;
     if (j->results)
@@ -60,13 +66,15 @@ static void join_slot_done(void *ctx, keel_result r) {
     join_release(j);
 }
 
-static void join_add(join *j, size_t i, keel_future *f) {
+static void join_add(join *j, size_t i, keel_future *f)
+{
     j->slots[i].j = j;
     j->slots[i].idx = i;
     keel_on_done(f, join_slot_done, &j->slots[i]);
 }
 
-keel_future *keel_when_all(keel_future *const *fs, size_t n, keel_result *results) {
+keel_future *keel_when_all(keel_future *const *fs, size_t n, keel_result *results)
+{
     keel_future *out;
     join *j = join_new(n, results, (int64_t)n, &out);
     if (!j) {
@@ -80,7 +88,8 @@ keel_future *keel_when_all(keel_future *const *fs, size_t n, keel_result *result
     return out;
 }
 
-keel_future *keel_parallel_for_each(size_t n, keel_future *(*fn)(void *ctx, size_t i), void *ctx) {
+keel_future *keel_parallel_for_each(size_t n, keel_future *(*fn)(void *ctx, size_t i), void *ctx)
+{
     keel_future *out;
     join *j = join_new(n, NULL, 0, &out);
     if (!j)
@@ -101,13 +110,15 @@ typedef struct repeater {
 
 static void repeat_loop(repeater *rp);
 
-static void repeat_finish(repeater *rp, int err) {
+static void repeat_finish(repeater *rp, int err)
+{
     keel_promise p = rp->promise;
     keel__free(rp, sizeof(*rp));
     keel_promise_resolve(&p, keel_err(err));
 }
 
-static void repeat_step_done(void *ctx, keel_result r) {
+static void repeat_step_done(void *ctx, keel_result r)
+{
     repeater *rp = ctx;
     if (r.err)
         repeat_finish(rp, r.err);
@@ -117,7 +128,8 @@ static void repeat_step_done(void *ctx, keel_result r) {
         repeat_loop(rp);
 }
 
-static void repeat_resume(void *ctx, keel_result r) {
+static void repeat_resume(void *ctx, keel_result r)
+{
     (void)r;
     repeat_loop(ctx);
 }
@@ -126,7 +138,8 @@ static void repeat_resume(void *ctx, keel_result r) {
  * waits on the first pending one; yields to the scheduler every 64 ready
  * iterations once the quota is spent, so a loop that never blocks cannot
  * starve I/O. */
-static void repeat_loop(repeater *rp) {
+static void repeat_loop(repeater *rp)
+{
     for (unsigned i = 1;; i++) {
         keel_future *f = rp->fn(rp->ctx);
         if (!keel_future_is_ready(f)) {
@@ -145,7 +158,8 @@ static void repeat_loop(repeater *rp) {
     }
 }
 
-keel_future *keel_repeat(keel_future *(*fn)(void *ctx), void *ctx) {
+keel_future *keel_repeat(keel_future *(*fn)(void *ctx), void *ctx)
+{
     repeater *rp = keel__alloc(sizeof(*rp));
     rp->fn = fn;
     rp->ctx = ctx;
@@ -160,16 +174,18 @@ typedef struct timeout_state {
     keel__timer timer;
     keel_promise promise;
     keel_abort_source *as;
-    int refs;  /* the future's callback, and the armed timer */
+    int refs; /* the future's callback, and the armed timer */
     bool done;
 } timeout_state;
 
-static void timeout_release(timeout_state *ts) {
+static void timeout_release(timeout_state *ts)
+{
     if (--ts->refs == 0)
         keel__free(ts, sizeof(*ts));
 }
 
-static void timeout_fired(keel__timer *t, int err) {
+static void timeout_fired(keel__timer *t, int err)
+{
     timeout_state *ts = (timeout_state *)t;
     if (!ts->done) {
         ts->done = true;
@@ -181,7 +197,8 @@ static void timeout_fired(keel__timer *t, int err) {
     timeout_release(ts);
 }
 
-static void timeout_future_done(void *ctx, keel_result r) {
+static void timeout_future_done(void *ctx, keel_result r)
+{
     timeout_state *ts = ctx;
     if (!ts->done) {
         ts->done = true;
@@ -192,7 +209,8 @@ static void timeout_future_done(void *ctx, keel_result r) {
     timeout_release(ts);
 }
 
-keel_future *keel_with_timeout(keel_future *f, uint64_t timeout_ns, keel_abort_source *as) {
+keel_future *keel_with_timeout(keel_future *f, uint64_t timeout_ns, keel_abort_source *as)
+{
     if (keel_future_is_ready(f))
         return f;
     timeout_state *ts = keel__alloc(sizeof(*ts));

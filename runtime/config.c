@@ -8,7 +8,8 @@
 
 #include "internal.h"
 
-void keel_config_init(keel_config *c) {
+void keel_config_init(keel_config *c)
+{
     memset(c, 0, sizeof(*c));
     c->task_quota_us = 500;
     c->msg_ring_capacity = 1024;
@@ -31,8 +32,10 @@ void keel_config_init(keel_config *c) {
         c->backend = v;
 }
 
-const char *keel_config_usage(void) {
-    return "  --shards N            run N shards (default: one per CPU of the cpuset; $KEEL_SHARDS)\n"
+const char *keel_config_usage(void)
+{
+    return "  --shards N            run N shards (default: one per CPU of the cpuset; "
+           "$KEEL_SHARDS)\n"
            "  --cpuset LIST         CPUs to pin shards to, e.g. 0-3,6 (default: the process's\n"
            "                        affinity mask; $KEEL_CPUSET)\n"
            "  --backend uring|epoll reactor backend (default: io_uring if the kernel allows it;\n"
@@ -40,7 +43,8 @@ const char *keel_config_usage(void) {
            "  --task-quota-us N     run tasks this long before polling I/O (default 500)\n";
 }
 
-static int parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out) {
+static int parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out)
+{
     char *end;
     errno = 0;
     unsigned long n = v ? strtoul(v, &end, 10) : 0;
@@ -52,7 +56,8 @@ static int parse_uint(const char *opt, const char *v, unsigned long max, unsigne
     return 0;
 }
 
-int keel_config_parse_args(keel_config *c, int *argc, char **argv) {
+int keel_config_parse_args(keel_config *c, int *argc, char **argv)
+{
     int out = 1;
     for (int i = 1; i < *argc; i++) {
         const char *a = argv[i];
@@ -82,13 +87,12 @@ int keel_config_parse_args(keel_config *c, int *argc, char **argv) {
             c->_bad_env = NULL; /* the command line overrides $KEEL_SHARDS */
             err = parse_uint("--shards", val, KEEL_MAX_SHARDS, &c->shards);
             if (!err && c->shards == 0) {
-                fprintf(stderr, "keel: --shards must be at least 1 (omit it for one shard per CPU)\n");
+                fprintf(stderr,
+                        "keel: --shards must be at least 1 (omit it for one shard per CPU)\n");
                 err = -KEEL_EBADCONFIG;
             }
             break;
-        case 1:
-            c->cpuset = val;
-            break;
+        case 1: c->cpuset = val; break;
         case 2:
             if (strcmp(val, "uring") && strcmp(val, "io_uring") && strcmp(val, "epoll")) {
                 fprintf(stderr, "keel: --backend must be 'uring' or 'epoll', got '%s'\n", val);
@@ -113,7 +117,8 @@ int keel_config_parse_args(keel_config *c, int *argc, char **argv) {
 }
 
 /* Parses "0-3,6" into set. Returns 0 or -KEEL_EBADCONFIG (logged). */
-int keel__parse_cpuset(const char *list, cpu_set_t *set) {
+int keel__parse_cpuset(const char *list, cpu_set_t *set)
+{
     CPU_ZERO(set);
     const char *p = list;
     while (*p) {
@@ -147,7 +152,8 @@ bad:
 }
 
 /* Formats set as a compact list ("0-3,6") into buf. */
-void keel__format_cpuset(const cpu_set_t *set, char *buf, size_t len) {
+void keel__format_cpuset(const cpu_set_t *set, char *buf, size_t len)
+{
     size_t n = 0;
     buf[0] = 0;
     for (int cpu = 0; cpu < CPU_SETSIZE && n + 16 < len; cpu++) {

@@ -6,7 +6,8 @@
 
 #include "internal.h"
 
-const char *keel_strerror(int err) {
+const char *keel_strerror(int err)
+{
     if (err == 0)
         return "success";
     switch (-err) {
@@ -24,7 +25,8 @@ const char *keel_strerror(int err) {
 
 /* One line per event, prefixed with the time and the shard, written with a
  * single write so lines from different shards never interleave. */
-void keel__log(const char *fmt, ...) {
+void keel__log(const char *fmt, ...)
+{
     char line[1024];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

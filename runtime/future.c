@@ -4,7 +4,8 @@
 
 #include "internal.h"
 
-static inline keel_future *fut_alloc(keel__shard *s) {
+static inline keel_future *fut_alloc(keel__shard *s)
+{
     keel_future *f = keel__slab_alloc(&s->slabs[KEEL__SLAB_64]);
     f->state = KEEL__F_PENDING;
     f->kind = KEEL__C_NONE;
@@ -14,24 +15,33 @@ static inline keel_future *fut_alloc(keel__shard *s) {
     return f;
 }
 
-static inline void fut_free(keel__shard *s, keel_future *f) {
+static inline void fut_free(keel__shard *s, keel_future *f)
+{
     keel__slab_free(&s->slabs[KEEL__SLAB_64], f);
 }
 
 #define ASSERT_LOCAL(s, f) assert((f)->shard == (s)->id && "future used on a foreign shard")
 
-keel_future *keel__future_new(void) { return fut_alloc(keel__shard_self()); }
+keel_future *keel__future_new(void)
+{
+    return fut_alloc(keel__shard_self());
+}
 
-keel_future *keel_make_result(keel_result r) {
+keel_future *keel_make_result(keel_result r)
+{
     keel_future *f = fut_alloc(keel__shard_self());
     f->state = KEEL__F_READY;
     f->result = r;
     return f;
 }
 
-bool keel_future_is_ready(const keel_future *f) { return f->state == KEEL__F_READY; }
+bool keel_future_is_ready(const keel_future *f)
+{
+    return f->state == KEEL__F_READY;
+}
 
-keel_result keel_future_take(keel_future *f) {
+keel_result keel_future_take(keel_future *f)
+{
     keel__shard *s = keel__shard_self();
     ASSERT_LOCAL(s, f);
     assert(f->state == KEEL__F_READY && f->kind == KEEL__C_NONE);
@@ -40,14 +50,18 @@ keel_result keel_future_take(keel_future *f) {
     return r;
 }
 
-static bool can_inline(keel__shard *s) { return s->inline_depth < KEEL__MAX_INLINE_DEPTH; }
+static bool can_inline(keel__shard *s)
+{
+    return s->inline_depth < KEEL__MAX_INLINE_DEPTH;
+}
 
 /* Makes `target` (a continuation's output future) resolve as `h` does.
  * When target already has its consumer, that consumer moves onto h and
  * target is freed: a loop written as recursion (each step returns the next
  * step's future) then holds one future at a time instead of a growing
  * chain of forwarders. */
-static void link_result(keel__shard *s, keel_future *h, keel_future *target) {
+static void link_result(keel__shard *s, keel_future *h, keel_future *target)
+{
     ASSERT_LOCAL(s, h);
     assert(h->kind == KEEL__C_NONE && "a continuation returned a future that is already consumed");
     if (h->state == KEEL__F_READY) {
@@ -67,7 +81,8 @@ static void link_result(keel__shard *s, keel_future *h, keel_future *target) {
 }
 
 /* Runs f's continuation with f's result; f is freed. */
-void keel__run_continuation(keel__shard *s, keel_future *f) {
+void keel__run_continuation(keel__shard *s, keel_future *f)
+{
     keel_result r = f->result;
     uint8_t kind = f->kind;
     void *ctx = f->ctx;
@@ -90,30 +105,24 @@ void keel__run_continuation(keel__shard *s, keel_future *f) {
         else
             link_result(s, then(ctx, r), next);
         break;
-    case KEEL__C_WRAPPED:
-        link_result(s, then(ctx, r), next);
-        break;
+    case KEEL__C_WRAPPED: link_result(s, then(ctx, r), next); break;
     case KEEL__C_FINALLY:
         fin(ctx, r);
         keel__future_resolve(next, r);
         break;
-    case KEEL__C_FORWARD:
-        keel__future_resolve(next, r);
-        break;
-    case KEEL__C_ON_DONE:
-        fin(ctx, r);
-        break;
+    case KEEL__C_FORWARD: keel__future_resolve(next, r); break;
+    case KEEL__C_ON_DONE: fin(ctx, r); break;
     case KEEL__C_DETACH:
         if (r.err)
             s->stats.futures_ignored_errors++;
         break;
-    default:
-        assert(!"future without continuation on the run queue");
+    default: assert(!"future without continuation on the run queue");
     }
     s->inline_depth--;
 }
 
-void keel__future_resolve(keel_future *f, keel_result r) {
+void keel__future_resolve(keel_future *f, keel_result r)
+{
     keel__shard *s = keel__shard_self();
     ASSERT_LOCAL(s, f);
     assert(f->state == KEEL__F_PENDING && "a future resolves once");
@@ -137,7 +146,8 @@ void keel__future_resolve(keel_future *f, keel_result r) {
  * continuation runs now and its own future is returned (no new future is
  * allocated); otherwise a pending output future is returned. */
 static keel_future *attach(keel_future *f, uint8_t kind, keel_then_fn then, keel_finally_fn fin,
-                           void *ctx) {
+                           void *ctx)
+{
     keel__shard *s = keel__shard_self();
     ASSERT_LOCAL(s, f);
     assert(f->kind == KEEL__C_NONE && "a future has one consumer");
@@ -158,8 +168,7 @@ static keel_future *attach(keel_future *f, uint8_t kind, keel_then_fn then, keel
             fin(ctx, r);
             s->inline_depth--;
             return f;
-        default:
-            break;
+        default: break;
         }
         fut_free(s, f);
         s->stats.inline_runs++;
@@ -181,23 +190,28 @@ static keel_future *attach(keel_future *f, uint8_t kind, keel_then_fn then, keel
     return next;
 }
 
-keel_future *keel_then(keel_future *f, keel_then_fn fn, void *ctx) {
+keel_future *keel_then(keel_future *f, keel_then_fn fn, void *ctx)
+{
     return attach(f, KEEL__C_THEN, fn, NULL, ctx);
 }
 
-keel_future *keel_catch(keel_future *f, keel_then_fn fn, void *ctx) {
+keel_future *keel_catch(keel_future *f, keel_then_fn fn, void *ctx)
+{
     return attach(f, KEEL__C_CATCH, fn, NULL, ctx);
 }
 
-keel_future *keel_then_wrapped(keel_future *f, keel_then_fn fn, void *ctx) {
+keel_future *keel_then_wrapped(keel_future *f, keel_then_fn fn, void *ctx)
+{
     return attach(f, KEEL__C_WRAPPED, fn, NULL, ctx);
 }
 
-keel_future *keel_finally(keel_future *f, keel_finally_fn fn, void *ctx) {
+keel_future *keel_finally(keel_future *f, keel_finally_fn fn, void *ctx)
+{
     return attach(f, KEEL__C_FINALLY, NULL, fn, ctx);
 }
 
-void keel_on_done(keel_future *f, keel_finally_fn fn, void *ctx) {
+void keel_on_done(keel_future *f, keel_finally_fn fn, void *ctx)
+{
     keel__shard *s = keel__shard_self();
     ASSERT_LOCAL(s, f);
     assert(f->kind == KEEL__C_NONE && "a future has one consumer");
@@ -214,7 +228,8 @@ void keel_on_done(keel_future *f, keel_finally_fn fn, void *ctx) {
     }
 }
 
-void keel_detach(keel_future *f) {
+void keel_detach(keel_future *f)
+{
     keel__shard *s = keel__shard_self();
     ASSERT_LOCAL(s, f);
     assert(f->kind == KEEL__C_NONE && "a future has one consumer");
@@ -227,12 +242,14 @@ void keel_detach(keel_future *f) {
     f->kind = KEEL__C_DETACH;
 }
 
-keel_future *keel_promise_init(keel_promise *p) {
+keel_future *keel_promise_init(keel_promise *p)
+{
     p->_f = fut_alloc(keel__shard_self());
     return p->_f;
 }
 
-void keel_promise_resolve(keel_promise *p, keel_result r) {
+void keel_promise_resolve(keel_promise *p, keel_result r)
+{
     keel_future *f = p->_f;
     assert(f != NULL && "promise resolved twice");
     p->_f = NULL;

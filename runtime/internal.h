@@ -31,7 +31,7 @@ void keel__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 typedef struct keel__slab {
     void *free_list;
-    void *chunks;        /* singly linked list of malloc'd chunks */
+    void *chunks; /* singly linked list of malloc'd chunks */
     uint32_t obj_size;
     uint64_t in_use;
 } keel__slab;
@@ -40,7 +40,8 @@ void keel__slab_init(keel__slab *s, uint32_t obj_size);
 void keel__slab_destroy(keel__slab *s);
 void *keel__slab_grow(keel__slab *s);
 
-static inline void *keel__slab_alloc(keel__slab *s) {
+static inline void *keel__slab_alloc(keel__slab *s)
+{
     void *p = s->free_list;
     if (KEEL__UNLIKELY(p == NULL))
         p = keel__slab_grow(s);
@@ -49,7 +50,8 @@ static inline void *keel__slab_alloc(keel__slab *s) {
     return p;
 }
 
-static inline void keel__slab_free(keel__slab *s, void *p) {
+static inline void keel__slab_free(keel__slab *s, void *p)
+{
     *(void **)p = s->free_list;
     s->free_list = p;
     s->in_use--;
@@ -78,8 +80,8 @@ enum {
     KEEL__C_CATCH,
     KEEL__C_WRAPPED,
     KEEL__C_FINALLY,
-    KEEL__C_FORWARD,  /* resolve `next` with this result */
-    KEEL__C_ON_DONE,  /* call fin(ctx, r); nothing follows */
+    KEEL__C_FORWARD, /* resolve `next` with this result */
+    KEEL__C_ON_DONE, /* call fin(ctx, r); nothing follows */
     KEEL__C_DETACH,
 };
 
@@ -94,7 +96,7 @@ struct keel_future_s {
     keel_future *qnext; /* run-queue link */
     uint8_t state;
     uint8_t kind;
-    uint16_t shard;     /* owner, for debug assertions */
+    uint16_t shard; /* owner, for debug assertions */
 };
 _Static_assert(sizeof(struct keel_future_s) <= 64, "a future fits one slab-64 object");
 
@@ -142,12 +144,18 @@ enum {
  * and must stay valid until the last completion has run. */
 struct keel__op {
     uint8_t type;
-    bool armed;       /* epoll: registered and waiting for readiness */
+    bool armed; /* epoll: registered and waiting for readiness */
     int fd;
     union { /* by type */
-        struct { void *buf; uint32_t len; };                  /* READ */
-        struct msghdr *msg;                                   /* SENDMSG */
-        struct { const struct sockaddr *addr; uint32_t addrlen; }; /* CONNECT */
+        struct {
+            void *buf;
+            uint32_t len;
+        };                  /* READ */
+        struct msghdr *msg; /* SENDMSG */
+        struct {
+            const struct sockaddr *addr;
+            uint32_t addrlen;
+        }; /* CONNECT */
     };
     void (*complete)(keel__op *op, int res, uint32_t flags);
     void *ctx;
@@ -215,7 +223,7 @@ struct keel__shard {
      * completion stack, each on a line of its own. */
     KEEL__ALIGNED _Atomic int sleeping;
     KEEL__ALIGNED void *_Atomic jobs_done; /* Treiber stack of keel__job */
-    KEEL__ALIGNED _Atomic int quiescent;  /* read by the shutdown coordinator */
+    KEEL__ALIGNED _Atomic int quiescent;   /* read by the shutdown coordinator */
     _Atomic uint64_t activity_epoch;
 
     /* Everything below is touched by the owning thread only. */
@@ -238,15 +246,15 @@ struct keel__shard {
 
     const keel__reactor_ops *backend;
     void *backend_state;
-    int wake_efd;        /* eventfd: wake-ups from threads that own no ring */
+    int wake_efd; /* eventfd: wake-ups from threads that own no ring */
     keel__op wake_op;
     uint64_t wake_buf;
-    int ring_fd;         /* for IORING_OP_MSG_RING wake-ups, or -1 */
-    uint32_t pending_ops; /* backend ops in flight that shutdown waits for */
-    keel__bufpool *bufs;  /* created by the first listen/connect */
+    int ring_fd;                         /* for IORING_OP_MSG_RING wake-ups, or -1 */
+    uint32_t pending_ops;                /* backend ops in flight that shutdown waits for */
+    keel__bufpool *bufs;                 /* created by the first listen/connect */
     void (*before_poll)(keel__shard *s); /* net: gathers this turn's sends */
     void (*module_fini)(keel__shard *s); /* net: frees its state after the backend */
-    void *net;            /* net/ module state */
+    void *net;                           /* net/ module state */
 
     keel__msg **staged_head, **staged_tail; /* per target, FIFO */
     bool *staged_dirty;
@@ -264,7 +272,7 @@ struct keel__shard {
 typedef struct keel__runtime {
     unsigned nshards;
     keel__shard **shards;
-    struct keel__ring *rings;   /* nshards x nshards, [from * n + to] */
+    struct keel__ring *rings; /* nshards x nshards, [from * n + to] */
     void **ring_bufs;
     unsigned ring_capacity;
     const keel__reactor_ops *backend;
@@ -279,7 +287,8 @@ typedef struct keel__runtime {
 extern keel__runtime *keel__rt;
 extern __thread keel__shard *keel__self;
 
-static inline keel__shard *keel__shard_self(void) {
+static inline keel__shard *keel__shard_self(void)
+{
     assert(keel__self != NULL && "called off a shard thread");
     return keel__self;
 }
@@ -310,7 +319,7 @@ void keel__xshard_fini(keel__runtime *rt);
 int keel__xshard_shard_init(keel__shard *s);
 void keel__xshard_shard_fini(keel__shard *s);
 void keel__xshard_publish(keel__shard *s);
-bool keel__xshard_poll(keel__shard *s);   /* returns whether it received */
+bool keel__xshard_poll(keel__shard *s); /* returns whether it received */
 bool keel__xshard_pending_in(keel__shard *s);
 bool keel__xshard_staged(keel__shard *s);
 

@@ -7,7 +7,8 @@
 #ifdef KEEL_HAVE_JEMALLOC
 #include <jemalloc/jemalloc.h>
 
-int keel__memory_shard_init(keel__shard *s) {
+int keel__memory_shard_init(keel__shard *s)
+{
     unsigned arena;
     size_t sz = sizeof(arena);
     if (mallctl("arenas.create", &arena, &sz, NULL, 0) == 0)
@@ -23,13 +24,15 @@ int keel__memory_shard_init(keel__shard *s) {
     return 0;
 }
 #else
-int keel__memory_shard_init(keel__shard *s) {
+int keel__memory_shard_init(keel__shard *s)
+{
     s->je_allocatedp = s->je_deallocatedp = NULL;
     return 0;
 }
 #endif
 
-void keel__memory_stats(keel__shard *s) {
+void keel__memory_stats(keel__shard *s)
+{
     s->stats.bytes_allocated = s->je_allocatedp ? *s->je_allocatedp : 0;
     s->stats.bytes_deallocated = s->je_deallocatedp ? *s->je_deallocatedp : 0;
 }

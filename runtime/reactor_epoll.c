@@ -24,7 +24,7 @@ typedef struct epoll_state {
     fd_entry *fds;
     size_t nfds;
     keel__op *ready_head, *ready_tail; /* to perform at the next poll */
-    uint16_t *free_bufs;              /* stack of buffer ids */
+    uint16_t *free_bufs;               /* stack of buffer ids */
     uint32_t nfree;
 } epoll_state;
 
@@ -32,13 +32,15 @@ typedef struct epoll_state {
  * fast sender cannot monopolize the loop (io_uring has the same bound). */
 #define RECV_BATCH 8
 
-static bool epoll_probe(char *why, size_t len) {
+static bool epoll_probe(char *why, size_t len)
+{
     (void)why;
     (void)len;
     return true;
 }
 
-static int epoll_init(keel__shard *s, const keel_config *c) {
+static int epoll_init(keel__shard *s, const keel_config *c)
+{
     (void)c;
     epoll_state *e = calloc(1, sizeof(*e));
     if (!e)
@@ -53,7 +55,8 @@ static int epoll_init(keel__shard *s, const keel_config *c) {
     return 0;
 }
 
-static void epoll_fini(keel__shard *s) {
+static void epoll_fini(keel__shard *s)
+{
     epoll_state *e = s->backend_state;
     if (!e)
         return;
@@ -64,7 +67,8 @@ static void epoll_fini(keel__shard *s) {
     s->backend_state = NULL;
 }
 
-static fd_entry *entry(epoll_state *e, int fd) {
+static fd_entry *entry(epoll_state *e, int fd)
+{
     if ((size_t)fd >= e->nfds) {
         size_t n = e->nfds ? e->nfds : 256;
         while (n <= (size_t)fd)
@@ -80,7 +84,8 @@ static fd_entry *entry(epoll_state *e, int fd) {
 }
 
 /* Makes the kernel's interest match the ops present on fd. */
-static int sync_interest(epoll_state *e, int fd, fd_entry *fe) {
+static int sync_interest(epoll_state *e, int fd, fd_entry *fe)
+{
     uint32_t want = (fe->rd ? EPOLLIN | EPOLLRDHUP : 0) | (fe->wr ? EPOLLOUT : 0);
     if (want == fe->events)
         return 0;
@@ -104,7 +109,8 @@ static int sync_interest(epoll_state *e, int fd, fd_entry *fe) {
     return 0;
 }
 
-static void push_ready(epoll_state *e, keel__op *op) {
+static void push_ready(epoll_state *e, keel__op *op)
+{
     op->next_ready = NULL;
     if (e->ready_tail)
         e->ready_tail->next_ready = op;
@@ -113,11 +119,13 @@ static void push_ready(epoll_state *e, keel__op *op) {
     e->ready_tail = op;
 }
 
-static bool is_writer(const keel__op *op) {
+static bool is_writer(const keel__op *op)
+{
     return op->type == KEEL__OP_SENDMSG || op->type == KEEL__OP_CONNECT;
 }
 
-static int epoll_submit(keel__shard *s, keel__op *op) {
+static int epoll_submit(keel__shard *s, keel__op *op)
+{
     epoll_state *e = s->backend_state;
     fd_entry *fe = entry(e, op->fd);
     if (!fe)
@@ -135,7 +143,8 @@ static int epoll_submit(keel__shard *s, keel__op *op) {
     return sync_interest(e, op->fd, fe);
 }
 
-static void detach_op(epoll_state *e, keel__op *op) {
+static void detach_op(epoll_state *e, keel__op *op)
+{
     fd_entry *fe = entry(e, op->fd);
     if (fe->rd == op)
         fe->rd = NULL;
@@ -145,13 +154,15 @@ static void detach_op(epoll_state *e, keel__op *op) {
     sync_interest(e, op->fd, fe);
 }
 
-static void finish(keel__shard *s, keel__op *op, int res, uint32_t flags) {
+static void finish(keel__shard *s, keel__op *op, int res, uint32_t flags)
+{
     if (!(flags & KEEL__F_MORE))
         detach_op(s->backend_state, op);
     op->complete(op, res, flags);
 }
 
-static void epoll_cancel(keel__shard *s, keel__op *op) {
+static void epoll_cancel(keel__shard *s, keel__op *op)
+{
     epoll_state *e = s->backend_state;
     fd_entry *fe = entry(e, op->fd);
     if (fe->rd != op && fe->wr != op)
@@ -174,7 +185,8 @@ static void epoll_cancel(keel__shard *s, keel__op *op) {
     push_ready(e, op);
 }
 
-static void epoll_wake(keel__shard *self, keel__shard *target) {
+static void epoll_wake(keel__shard *self, keel__shard *target)
+{
     (void)self;
     uint64_t one = 1;
     ssize_t n;
@@ -183,7 +195,8 @@ static void epoll_wake(keel__shard *self, keel__shard *target) {
     } while (n < 0 && errno == EINTR);
 }
 
-static int epoll_bufs_init(keel__shard *s) {
+static int epoll_bufs_init(keel__shard *s)
+{
     epoll_state *e = s->backend_state;
     keel__bufpool *p = s->bufs;
     e->free_bufs = malloc(p->count * sizeof(uint16_t));
@@ -195,12 +208,14 @@ static int epoll_bufs_init(keel__shard *s) {
     return 0;
 }
 
-static void epoll_buf_return(keel__shard *s, uint16_t bid) {
+static void epoll_buf_return(keel__shard *s, uint16_t bid)
+{
     epoll_state *e = s->backend_state;
     e->free_bufs[e->nfree++] = bid;
 }
 
-static void do_recv(keel__shard *s, keel__op *op) {
+static void do_recv(keel__shard *s, keel__op *op)
+{
     epoll_state *e = s->backend_state;
     keel__bufpool *p = s->bufs;
     for (int i = 0; i < RECV_BATCH; i++) {
@@ -231,7 +246,8 @@ static void do_recv(keel__shard *s, keel__op *op) {
     }
 }
 
-static void do_accept(keel__shard *s, keel__op *op) {
+static void do_accept(keel__shard *s, keel__op *op)
+{
     for (int i = 0; i < 64; i++) {
         int fd = accept4(op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -248,7 +264,8 @@ static void do_accept(keel__shard *s, keel__op *op) {
 }
 
 /* A send or connect, tried now; waits for EPOLLOUT on EAGAIN. */
-static void do_write(keel__shard *s, keel__op *op, bool from_ready) {
+static void do_write(keel__shard *s, keel__op *op, bool from_ready)
+{
     epoll_state *e = s->backend_state;
     int res;
     if (op->type == KEEL__OP_SENDMSG) {
@@ -282,7 +299,8 @@ static void do_write(keel__shard *s, keel__op *op, bool from_ready) {
     finish(s, op, res, 0);
 }
 
-static void perform_ready(keel__shard *s, keel__op *op) {
+static void perform_ready(keel__shard *s, keel__op *op)
+{
     if (op->type & 0x80) {
         op->type &= 0x7f;
         op->complete(op, -ECANCELED, 0);
@@ -291,7 +309,8 @@ static void perform_ready(keel__shard *s, keel__op *op) {
     do_write(s, op, true);
 }
 
-static void epoll_poll(keel__shard *s, uint64_t timeout_ns) {
+static void epoll_poll(keel__shard *s, uint64_t timeout_ns)
+{
     epoll_state *e = s->backend_state;
     /* Sends queued this turn go out before we wait, as with io_uring. */
     keel__op *ready = e->ready_head;
@@ -333,12 +352,8 @@ static void epoll_poll(keel__shard *s, uint64_t timeout_ns) {
         keel__op *rd = fe->rd;
         if (rd && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))) {
             switch (rd->type) {
-            case KEEL__OP_RECV_MULTI:
-                do_recv(s, rd);
-                break;
-            case KEEL__OP_ACCEPT_MULTI:
-                do_accept(s, rd);
-                break;
+            case KEEL__OP_RECV_MULTI: do_recv(s, rd); break;
+            case KEEL__OP_ACCEPT_MULTI: do_accept(s, rd); break;
             case KEEL__OP_READ: {
                 ssize_t r;
                 do {

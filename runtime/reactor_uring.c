@@ -21,7 +21,8 @@
 
 _Static_assert(KEEL__F_BUFFER == IORING_CQE_F_BUFFER, "keel's completion flags are io_uring's");
 _Static_assert(KEEL__F_MORE == IORING_CQE_F_MORE, "keel's completion flags are io_uring's");
-_Static_assert(KEEL__BUF_SHIFT == IORING_CQE_BUFFER_SHIFT, "keel's completion flags are io_uring's");
+_Static_assert(KEEL__BUF_SHIFT == IORING_CQE_BUFFER_SHIFT,
+               "keel's completion flags are io_uring's");
 
 #define BUF_GROUP 0
 
@@ -32,7 +33,7 @@ typedef struct uring_state {
     bool has_cqe_skip;
     struct io_uring_buf_ring *br; /* provided-buffer ring, when net is used */
     size_t br_bytes;
-    unsigned br_pending; /* buffers added since the last tail advance */
+    unsigned br_pending;  /* buffers added since the last tail advance */
     unsigned last_reaped; /* completions the previous poll found */
 } uring_state;
 
@@ -45,7 +46,8 @@ typedef struct uring_state {
 #define BATCH_MAX 32
 #define BATCH_WAIT_NS 50000ull
 
-static bool uring_probe(char *why, size_t len) {
+static bool uring_probe(char *why, size_t len)
+{
     struct io_uring ring;
     int err = io_uring_queue_init(4, &ring, 0);
     if (err < 0) {
@@ -57,7 +59,8 @@ static bool uring_probe(char *why, size_t len) {
     return true;
 }
 
-static int uring_init(keel__shard *s, const keel_config *c) {
+static int uring_init(keel__shard *s, const keel_config *c)
+{
     uring_state *u = calloc(1, sizeof(*u));
     if (!u)
         return -ENOMEM;
@@ -106,7 +109,8 @@ static int uring_init(keel__shard *s, const keel_config *c) {
     return 0;
 }
 
-static void uring_fini(keel__shard *s) {
+static void uring_fini(keel__shard *s)
+{
     uring_state *u = s->backend_state;
     if (!u)
         return;
@@ -118,7 +122,8 @@ static void uring_fini(keel__shard *s) {
     s->ring_fd = -1;
 }
 
-static struct io_uring_sqe *get_sqe(uring_state *u) {
+static struct io_uring_sqe *get_sqe(uring_state *u)
+{
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (KEEL__UNLIKELY(!sqe)) {
         /* SQ full: flush what is queued to make room. */
@@ -128,15 +133,14 @@ static struct io_uring_sqe *get_sqe(uring_state *u) {
     return sqe;
 }
 
-static int uring_submit(keel__shard *s, keel__op *op) {
+static int uring_submit(keel__shard *s, keel__op *op)
+{
     uring_state *u = s->backend_state;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (!sqe)
         return -EBUSY;
     switch (op->type) {
-    case KEEL__OP_READ:
-        io_uring_prep_read(sqe, op->fd, op->buf, op->len, (uint64_t)-1);
-        break;
+    case KEEL__OP_READ: io_uring_prep_read(sqe, op->fd, op->buf, op->len, (uint64_t)-1); break;
     case KEEL__OP_ACCEPT_MULTI:
         io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         break;
@@ -145,20 +149,16 @@ static int uring_submit(keel__shard *s, keel__op *op) {
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = BUF_GROUP;
         break;
-    case KEEL__OP_SENDMSG:
-        io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL);
-        break;
-    case KEEL__OP_CONNECT:
-        io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen);
-        break;
-    default:
-        return -EINVAL;
+    case KEEL__OP_SENDMSG: io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL); break;
+    case KEEL__OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen); break;
+    default: return -EINVAL;
     }
     io_uring_sqe_set_data(sqe, op);
     return 0;
 }
 
-static void uring_cancel(keel__shard *s, keel__op *op) {
+static void uring_cancel(keel__shard *s, keel__op *op)
+{
     uring_state *u = s->backend_state;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (!sqe)
@@ -169,7 +169,8 @@ static void uring_cancel(keel__shard *s, keel__op *op) {
 
 /* liburing 2.3 has no io_uring_setup_buf_ring(): map the ring ourselves
  * and register it (kernel 5.19+). */
-static int uring_bufs_init(keel__shard *s) {
+static int uring_bufs_init(keel__shard *s)
+{
     uring_state *u = s->backend_state;
     keel__bufpool *p = s->bufs;
     u->br_bytes = (size_t)p->count * sizeof(struct io_uring_buf);
@@ -177,8 +178,8 @@ static int uring_bufs_init(keel__shard *s) {
     if (mem == MAP_FAILED)
         return -errno;
     u->br = mem;
-    struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)mem,
-                                   .ring_entries = p->count, .bgid = BUF_GROUP};
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)mem, .ring_entries = p->count, .bgid = BUF_GROUP};
     int err = io_uring_register_buf_ring(&u->ring, &reg, 0);
     if (err) {
         munmap(mem, u->br_bytes);
@@ -188,14 +189,16 @@ static int uring_bufs_init(keel__shard *s) {
     io_uring_buf_ring_init(u->br);
     int mask = io_uring_buf_ring_mask(p->count);
     for (uint32_t i = 0; i < p->count; i++)
-        io_uring_buf_ring_add(u->br, p->base + (size_t)i * p->size, p->size, (uint16_t)i, mask, (int)i);
+        io_uring_buf_ring_add(u->br, p->base + (size_t)i * p->size, p->size, (uint16_t)i, mask,
+                              (int)i);
     io_uring_buf_ring_advance(u->br, (int)p->count);
     return 0;
 }
 
 /* Returned buffers become visible to the kernel at the next poll, with one
  * release store for the whole batch. */
-static void uring_buf_return(keel__shard *s, uint16_t bid) {
+static void uring_buf_return(keel__shard *s, uint16_t bid)
+{
     uring_state *u = s->backend_state;
     keel__bufpool *p = s->bufs;
     io_uring_buf_ring_add(u->br, p->base + (size_t)bid * p->size, p->size, bid,
@@ -203,7 +206,8 @@ static void uring_buf_return(keel__shard *s, uint16_t bid) {
     u->br_pending++;
 }
 
-static void eventfd_wake(keel__shard *target) {
+static void eventfd_wake(keel__shard *target)
+{
     uint64_t one = 1;
     ssize_t n;
     do {
@@ -211,7 +215,8 @@ static void eventfd_wake(keel__shard *target) {
     } while (n < 0 && errno == EINTR);
 }
 
-static void uring_wake(keel__shard *self, keel__shard *target) {
+static void uring_wake(keel__shard *self, keel__shard *target)
+{
     uring_state *u = self ? self->backend_state : NULL;
     if (u && u->has_msg_ring && target->ring_fd >= 0) {
         struct io_uring_sqe *sqe = get_sqe(u);
@@ -228,7 +233,8 @@ static void uring_wake(keel__shard *self, keel__shard *target) {
     eventfd_wake(target);
 }
 
-static void uring_poll(keel__shard *s, uint64_t timeout_ns) {
+static void uring_poll(keel__shard *s, uint64_t timeout_ns)
+{
     uring_state *u = s->backend_state;
     struct io_uring *ring = &u->ring;
     if (u->br_pending) {
@@ -265,7 +271,8 @@ static void uring_poll(keel__shard *s, uint64_t timeout_ns) {
     unsigned head, seen = 0;
     /* Completions may queue new SQEs and even resolve futures that run
      * user code, but never touch the CQ, so iterating it here is safe. */
-    io_uring_for_each_cqe(ring, head, cqe) {
+    io_uring_for_each_cqe(ring, head, cqe)
+    {
         seen++;
         uint64_t tag = cqe->user_data;
         if (tag == TAG_IGNORE || tag == TAG_WAKE)

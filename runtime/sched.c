@@ -4,13 +4,15 @@
 
 #include "internal.h"
 
-uint64_t keel__clock_ns(void) {
+uint64_t keel__clock_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void keel__rq_push(keel__shard *s, keel_future *f) {
+void keel__rq_push(keel__shard *s, keel_future *f)
+{
     f->qnext = NULL;
     if (s->rq_tail)
         s->rq_tail->qnext = f;
@@ -20,7 +22,8 @@ void keel__rq_push(keel__shard *s, keel_future *f) {
     s->rq_len++;
 }
 
-static keel_future *rq_pop(keel__shard *s) {
+static keel_future *rq_pop(keel__shard *s)
+{
     keel_future *f = s->rq_head;
     if (f) {
         s->rq_head = f->qnext;
@@ -34,7 +37,8 @@ static keel_future *rq_pop(keel__shard *s) {
 /* Runs queued tasks until the queue is empty or the quota is spent. The
  * clock is read every 16 tasks: a task is tens of ns, so that keeps the
  * quota's precision well under a microsecond at a fraction of the cost. */
-void keel__run_tasks(keel__shard *s) {
+void keel__run_tasks(keel__shard *s)
+{
     uint64_t start = keel__clock_ns();
     s->now_ns = start;
     s->quota_deadline_ns = start + s->quota_ns;
@@ -50,14 +54,19 @@ void keel__run_tasks(keel__shard *s) {
     s->inline_depth = 0;
 }
 
-bool keel_need_preempt(void) {
+bool keel_need_preempt(void)
+{
     keel__shard *s = keel__shard_self();
     return keel__clock_ns() >= s->quota_deadline_ns;
 }
 
-uint64_t keel_now_ns(void) { return keel__shard_self()->now_ns; }
+uint64_t keel_now_ns(void)
+{
+    return keel__shard_self()->now_ns;
+}
 
-keel_future *keel_yield(void) {
+keel_future *keel_yield(void)
+{
     keel__shard *s = keel__shard_self();
     keel_future *f = keel__future_new();
     keel_future *out = keel__future_new();

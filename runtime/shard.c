@@ -28,20 +28,32 @@ __thread keel__shard *keel__self;
 
 static keel__runtime *g_stop_target; /* for keel_stop() from signal handlers */
 
-unsigned keel_shard_id(void) { return keel__shard_self()->id; }
-unsigned keel_shard_count(void) { return keel__rt ? keel__rt->nshards : 0; }
-int keel_shard_cpu(unsigned shard) {
+unsigned keel_shard_id(void)
+{
+    return keel__shard_self()->id;
+}
+unsigned keel_shard_count(void)
+{
+    return keel__rt ? keel__rt->nshards : 0;
+}
+int keel_shard_cpu(unsigned shard)
+{
     return keel__rt && shard < keel__rt->nshards ? keel__rt->shards[shard]->cpu : -1;
 }
-const char *keel_backend_name(void) { return keel__rt ? keel__rt->backend->name : "none"; }
+const char *keel_backend_name(void)
+{
+    return keel__rt ? keel__rt->backend->name : "none";
+}
 
-bool keel_stopping(void) {
+bool keel_stopping(void)
+{
     keel__runtime *rt = g_stop_target;
     return rt && atomic_load_explicit(&rt->stop_requested, memory_order_relaxed);
 }
 
 /* Async-signal-safe: an atomic store and eventfd writes. */
-void keel_stop(void) {
+void keel_stop(void)
+{
     keel__runtime *rt = g_stop_target;
     if (!rt)
         return;
@@ -53,7 +65,8 @@ void keel_stop(void) {
     }
 }
 
-int keel_at_exit(keel_future *(*fn)(void *arg), void *arg) {
+int keel_at_exit(keel_future *(*fn)(void *arg), void *arg)
+{
     keel__shard *s = keel__shard_self();
     if (s->exit_hook_count == s->exit_hook_cap) {
         size_t cap = s->exit_hook_cap ? s->exit_hook_cap * 2 : 8;
@@ -67,7 +80,8 @@ int keel_at_exit(keel_future *(*fn)(void *arg), void *arg) {
     return 0;
 }
 
-int keel_shard_stats_get(unsigned shard, keel_shard_stats *out) {
+int keel_shard_stats_get(unsigned shard, keel_shard_stats *out)
+{
     if (!keel__rt || shard >= keel__rt->nshards)
         return -EINVAL;
     keel__shard *s = keel__rt->shards[shard];
@@ -85,7 +99,8 @@ int keel_shard_stats_get(unsigned shard, keel_shard_stats *out) {
     return 0;
 }
 
-void keel_stats_print(FILE *out) {
+void keel_stats_print(FILE *out)
+{
     for (unsigned i = 0; i < keel_shard_count(); i++) {
         keel_shard_stats st;
         keel_shard_stats_get(i, &st);
@@ -103,19 +118,22 @@ void keel_stats_print(FILE *out) {
     }
 }
 
-void keel__shard_note_activity(keel__shard *s) {
+void keel__shard_note_activity(keel__shard *s)
+{
     atomic_fetch_add_explicit(&s->activity_epoch, 1, memory_order_relaxed);
 }
 
 /* ---- shutdown ------------------------------------------------------------- */
 
-static keel_future *resolve_continue(void *ctx, keel_result r) {
+static keel_future *resolve_continue(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_make_ready(KEEL_CONTINUE);
 }
 
-static void hooks_finished(void *ctx, keel_result r) {
+static void hooks_finished(void *ctx, keel_result r)
+{
     keel__shard *s = ctx;
     (void)r;
     s->hooks_done = true;
@@ -123,7 +141,8 @@ static void hooks_finished(void *ctx, keel_result r) {
 
 /* Runs the next exit hook (last registered first) once the previous one's
  * future has resolved; an error in one does not stop the others. */
-static keel_future *next_exit_hook(void *ctx) {
+static keel_future *next_exit_hook(void *ctx)
+{
     keel__shard *s = ctx;
     if (s->exit_hook_count == 0)
         return keel_make_ready(KEEL_STOP);
@@ -131,18 +150,21 @@ static keel_future *next_exit_hook(void *ctx) {
     return keel_then_wrapped(h.fn(h.arg), resolve_continue, NULL);
 }
 
-static void begin_stop(keel__shard *s) {
+static void begin_stop(keel__shard *s)
+{
     s->exit_state = KEEL__STOPPING;
     keel_on_done(keel_repeat(next_exit_hook, s), hooks_finished, s);
 }
 
-static bool shard_quiescent(keel__shard *s) {
+static bool shard_quiescent(keel__shard *s)
+{
     return s->hooks_done && !s->rq_head && s->outstanding == 0 && s->timer_count == 0 &&
            s->pending_ops == 0 && !keel__xshard_staged(s);
 }
 
 /* Shard 0 only: the double scan described at the top of this file. */
-static bool all_quiescent(uint64_t *epochs, bool *have_prev) {
+static bool all_quiescent(uint64_t *epochs, bool *have_prev)
+{
     keel__runtime *rt = keel__rt;
     bool same = *have_prev;
     for (unsigned i = 0; i < rt->nshards; i++) {
@@ -160,7 +182,8 @@ static bool all_quiescent(uint64_t *epochs, bool *have_prev) {
     return same;
 }
 
-static void shutdown_step(keel__shard *s, uint64_t *epochs, bool *have_prev) {
+static void shutdown_step(keel__shard *s, uint64_t *epochs, bool *have_prev)
+{
     if (s->exit_state == KEEL__RUNNING) {
         if (!atomic_load_explicit(&keel__rt->stop_requested, memory_order_relaxed))
             return;
@@ -178,7 +201,8 @@ static void shutdown_step(keel__shard *s, uint64_t *epochs, bool *have_prev) {
 
 /* ---- the loop --------------------------------------------------------------- */
 
-static void wake_read(keel__op *op, int res, uint32_t flags) {
+static void wake_read(keel__op *op, int res, uint32_t flags)
+{
     (void)flags;
     keel__shard *s = op->ctx;
     if (res == -ECANCELED)
@@ -186,13 +210,15 @@ static void wake_read(keel__op *op, int res, uint32_t flags) {
     s->backend->submit(s, &s->wake_op);
 }
 
-static bool work_arrived(keel__shard *s) {
+static bool work_arrived(keel__shard *s)
+{
     return keel__xshard_pending_in(s) || keel__blocking_pending_in(s) ||
            (s->exit_state == KEEL__RUNNING && atomic_load(&keel__rt->stop_requested)) ||
            atomic_load(&keel__rt->exit_now);
 }
 
-static void shard_loop(keel__shard *s) {
+static void shard_loop(keel__shard *s)
+{
     uint64_t *epochs = calloc(keel__rt->nshards, sizeof(uint64_t));
     bool have_prev = false;
     if (!epochs)
@@ -206,8 +232,8 @@ static void shard_loop(keel__shard *s) {
         keel__timers_expire(s);
         if (got)
             keel__shard_note_activity(s);
-        if (s->exit_state != KEEL__RUNNING || atomic_load_explicit(&keel__rt->stop_requested,
-                                                                   memory_order_relaxed))
+        if (s->exit_state != KEEL__RUNNING ||
+            atomic_load_explicit(&keel__rt->stop_requested, memory_order_relaxed))
             shutdown_step(s, epochs, &have_prev);
         if (atomic_load_explicit(&keel__rt->exit_now, memory_order_acquire))
             break;
@@ -250,7 +276,8 @@ typedef struct start_args {
     void *arg;
 } start_args;
 
-static int shard_init(keel__shard *s) {
+static int shard_init(keel__shard *s)
+{
     keel__runtime *rt = keel__rt;
     int err;
     for (int c = 0; c < KEEL__SLAB_CLASSES; c++)
@@ -272,8 +299,12 @@ static int shard_init(keel__shard *s) {
         keel__log("%s backend failed to start: %s", s->backend->name, keel_strerror(err));
         return err;
     }
-    s->wake_op = (keel__op){.type = KEEL__OP_READ, .fd = s->wake_efd, .buf = &s->wake_buf,
-                            .len = sizeof(s->wake_buf), .complete = wake_read, .ctx = s};
+    s->wake_op = (keel__op){.type = KEEL__OP_READ,
+                            .fd = s->wake_efd,
+                            .buf = &s->wake_buf,
+                            .len = sizeof(s->wake_buf),
+                            .complete = wake_read,
+                            .ctx = s};
     if ((err = s->backend->submit(s, &s->wake_op)))
         return err;
     if (s->id == 0 && rt->config.handle_signals && (err = keel__signals_shard_init(s)))
@@ -281,7 +312,8 @@ static int shard_init(keel__shard *s) {
     return 0;
 }
 
-static void shard_fini(keel__shard *s, bool backend_up) {
+static void shard_fini(keel__shard *s, bool backend_up)
+{
     if (backend_up)
         s->backend->fini(s);
     if (s->module_fini)
@@ -300,7 +332,8 @@ static void shard_fini(keel__shard *s, bool backend_up) {
     s->wake_efd = -1;
 }
 
-static void *shard_main(void *p) {
+static void *shard_main(void *p)
+{
     start_args *a = p;
     keel__shard *s = a->shard;
     keel__runtime *rt = keel__rt;
@@ -334,11 +367,13 @@ static void *shard_main(void *p) {
     return NULL;
 }
 
-static const keel__reactor_ops *choose_backend(const char *want, const char **why) {
+static const keel__reactor_ops *choose_backend(const char *want, const char **why)
+{
     static char reason[256];
     char probe_why[160] = "";
     if (want && strcmp(want, "epoll") && strcmp(want, "uring") && strcmp(want, "io_uring")) {
-        keel__log("unknown backend '%s' (--backend or $KEEL_BACKEND): use 'uring' or 'epoll'", want);
+        keel__log("unknown backend '%s' (--backend or $KEEL_BACKEND): use 'uring' or 'epoll'",
+                  want);
         return NULL;
     }
     if (want && !strcmp(want, "epoll")) {
@@ -360,7 +395,8 @@ static const keel__reactor_ops *choose_backend(const char *want, const char **wh
     return &keel__reactor_epoll;
 }
 
-int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg) {
+int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg)
+{
     keel_config defaults;
     if (!c) {
         keel_config_init(&defaults);

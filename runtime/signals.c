@@ -11,7 +11,8 @@
 
 #include "internal.h"
 
-static sigset_t stop_signals(void) {
+static sigset_t stop_signals(void)
+{
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -19,7 +20,8 @@ static sigset_t stop_signals(void) {
     return set;
 }
 
-int keel__signals_setup(sigset_t *old) {
+int keel__signals_setup(sigset_t *old)
+{
     sigset_t set = stop_signals();
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -33,7 +35,10 @@ int keel__signals_setup(sigset_t *old) {
     return -err;
 }
 
-void keel__signals_restore(const sigset_t *old) { pthread_sigmask(SIG_SETMASK, old, NULL); }
+void keel__signals_restore(const sigset_t *old)
+{
+    pthread_sigmask(SIG_SETMASK, old, NULL);
+}
 
 typedef struct sigstate {
     keel__op op;
@@ -43,7 +48,8 @@ typedef struct sigstate {
 
 static sigstate *g_sig;
 
-static void signal_read(keel__op *op, int res, uint32_t flags) {
+static void signal_read(keel__op *op, int res, uint32_t flags)
+{
     (void)flags;
     sigstate *st = op->ctx;
     if (res == (int)sizeof(st->info)) {
@@ -55,14 +61,16 @@ static void signal_read(keel__op *op, int res, uint32_t flags) {
         keel__log("%s received: stopping (send it again to exit at once)", name);
         keel_stop();
     } else if (res < 0 && res != -EAGAIN && res != -EINTR && res != -ECANCELED) {
-        keel__log("read(signalfd) failed: %s; signals no longer stop the runtime", keel_strerror(res));
+        keel__log("read(signalfd) failed: %s; signals no longer stop the runtime",
+                  keel_strerror(res));
         return;
     }
     if (res != -ECANCELED)
         keel__shard_self()->backend->submit(keel__shard_self(), &st->op);
 }
 
-int keel__signals_shard_init(keel__shard *s) {
+int keel__signals_shard_init(keel__shard *s)
+{
     sigset_t set = stop_signals();
     int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) {
@@ -86,7 +94,8 @@ int keel__signals_shard_init(keel__shard *s) {
 }
 
 /* Called after the backend is gone, so no read is in flight. */
-void keel__signals_shard_fini(keel__shard *s) {
+void keel__signals_shard_fini(keel__shard *s)
+{
     (void)s;
     if (!g_sig)
         return;

@@ -8,18 +8,21 @@
 
 #define CHUNK_BYTES (64 * 1024)
 
-void *keel__aligned_alloc(size_t align, size_t size) {
+void *keel__aligned_alloc(size_t align, size_t size)
+{
     return aligned_alloc(align, (size + align - 1) / align * align);
 }
 
-void keel__slab_init(keel__slab *s, uint32_t obj_size) {
+void keel__slab_init(keel__slab *s, uint32_t obj_size)
+{
     s->free_list = NULL;
     s->chunks = NULL;
     s->obj_size = obj_size;
     s->in_use = 0;
 }
 
-void *keel__slab_grow(keel__slab *s) {
+void *keel__slab_grow(keel__slab *s)
+{
     char *chunk = aligned_alloc(KEEL__CACHELINE, CHUNK_BYTES);
     if (!chunk)
         abort(); /* the loop's own objects: nothing sensible to fail to */
@@ -35,7 +38,8 @@ void *keel__slab_grow(keel__slab *s) {
     return s->free_list;
 }
 
-void keel__slab_destroy(keel__slab *s) {
+void keel__slab_destroy(keel__slab *s)
+{
     void *c = s->chunks;
     while (c) {
         void *next = *(void **)c;
@@ -46,7 +50,8 @@ void keel__slab_destroy(keel__slab *s) {
     s->free_list = NULL;
 }
 
-static inline int slab_class(size_t size) {
+static inline int slab_class(size_t size)
+{
     if (size > KEEL__SLAB_MAX)
         return -1;
     if (size <= 64)
@@ -55,14 +60,16 @@ static inline int slab_class(size_t size) {
     return 32 - __builtin_clz((unsigned)size - 1) - 6;
 }
 
-void *keel__alloc(size_t size) {
+void *keel__alloc(size_t size)
+{
     int c = slab_class(size);
     if (c < 0)
         return malloc(size);
     return keel__slab_alloc(&keel__shard_self()->slabs[c]);
 }
 
-void keel__free(void *p, size_t size) {
+void keel__free(void *p, size_t size)
+{
     int c = slab_class(size);
     if (c < 0)
         free(p);

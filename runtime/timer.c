@@ -7,12 +7,14 @@
 
 #include "internal.h"
 
-static void heap_set(keel__shard *s, size_t i, keel__timer *t) {
+static void heap_set(keel__shard *s, size_t i, keel__timer *t)
+{
     s->timer_heap[i] = t;
     t->heap_idx = i;
 }
 
-static void sift_up(keel__shard *s, size_t i) {
+static void sift_up(keel__shard *s, size_t i)
+{
     keel__timer *t = s->timer_heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -24,7 +26,8 @@ static void sift_up(keel__shard *s, size_t i) {
     heap_set(s, i, t);
 }
 
-static void sift_down(keel__shard *s, size_t i) {
+static void sift_down(keel__shard *s, size_t i)
+{
     keel__timer *t = s->timer_heap[i];
     size_t n = s->timer_count;
     for (;;) {
@@ -41,7 +44,8 @@ static void sift_down(keel__shard *s, size_t i) {
     heap_set(s, i, t);
 }
 
-static void heap_remove(keel__shard *s, size_t i) {
+static void heap_remove(keel__shard *s, size_t i)
+{
     keel__timer *last = s->timer_heap[--s->timer_count];
     s->timer_heap[i]->heap_idx = SIZE_MAX;
     if (i == s->timer_count)
@@ -53,7 +57,8 @@ static void heap_remove(keel__shard *s, size_t i) {
         sift_down(s, i);
 }
 
-void keel__timer_arm(keel__timer *t, uint64_t deadline_ns) {
+void keel__timer_arm(keel__timer *t, uint64_t deadline_ns)
+{
     keel__shard *s = keel__shard_self();
     if (s->timer_count == s->timer_cap) {
         size_t cap = s->timer_cap ? s->timer_cap * 2 : 64;
@@ -68,14 +73,16 @@ void keel__timer_arm(keel__timer *t, uint64_t deadline_ns) {
     sift_up(s, t->heap_idx);
 }
 
-bool keel__timer_cancel(keel__timer *t) {
+bool keel__timer_cancel(keel__timer *t)
+{
     if (t->heap_idx == SIZE_MAX)
         return false;
     heap_remove(keel__shard_self(), t->heap_idx);
     return true;
 }
 
-void keel__timers_expire(keel__shard *s) {
+void keel__timers_expire(keel__shard *s)
+{
     while (s->timer_count > 0 && s->timer_heap[0]->deadline_ns <= s->now_ns) {
         keel__timer *t = s->timer_heap[0];
         heap_remove(s, 0);
@@ -84,11 +91,13 @@ void keel__timers_expire(keel__shard *s) {
     }
 }
 
-uint64_t keel__timers_next_ns(keel__shard *s) {
+uint64_t keel__timers_next_ns(keel__shard *s)
+{
     return s->timer_count ? s->timer_heap[0]->deadline_ns : UINT64_MAX;
 }
 
-void keel__timers_cancel_all(keel__shard *s) {
+void keel__timers_cancel_all(keel__shard *s)
+{
     s->timers_closed = true;
     while (s->timer_count > 0) {
         keel__timer *t = s->timer_heap[s->timer_count - 1];
@@ -109,7 +118,8 @@ typedef struct sleeper {
 } sleeper;
 _Static_assert(sizeof(sleeper) <= 128, "a sleeper fits one slab-128 object");
 
-static void sleeper_fire(keel__timer *t, int err) {
+static void sleeper_fire(keel__timer *t, int err)
+{
     sleeper *sl = (sleeper *)t;
     keel_abort_unsubscribe(&sl->sub);
     keel_promise p = sl->promise;
@@ -117,14 +127,16 @@ static void sleeper_fire(keel__timer *t, int err) {
     keel_promise_resolve(&p, keel_err(err));
 }
 
-static void sleeper_abort(keel_abort_sub *sub, void *ctx) {
+static void sleeper_abort(keel_abort_sub *sub, void *ctx)
+{
     (void)sub;
     sleeper *sl = ctx;
     keel__timer_cancel(&sl->timer);
     sleeper_fire(&sl->timer, -ECANCELED);
 }
 
-keel_future *keel_sleep_abortable(uint64_t duration_ns, keel_abort_source *as) {
+keel_future *keel_sleep_abortable(uint64_t duration_ns, keel_abort_source *as)
+{
     keel__shard *s = keel__shard_self();
     if (s->timers_closed || (as && keel_abort_requested(as)))
         return keel_make_error(-ECANCELED);
@@ -140,4 +152,7 @@ keel_future *keel_sleep_abortable(uint64_t duration_ns, keel_abort_source *as) {
     return f;
 }
 
-keel_future *keel_sleep(uint64_t duration_ns) { return keel_sleep_abortable(duration_ns, NULL); }
+keel_future *keel_sleep(uint64_t duration_ns)
+{
+    return keel_sleep_abortable(duration_ns, NULL);
+}

@@ -34,16 +34,19 @@ _Static_assert(sizeof(struct keel__msg) <= 64, "a message fits one slab-64 objec
  * cannot starve the others or the loop's I/O. */
 #define RECV_BUDGET 4096
 
-static unsigned round_pow2(unsigned v) {
+static unsigned round_pow2(unsigned v)
+{
     unsigned p = 4;
     while (p < v)
         p <<= 1;
     return p;
 }
 
-int keel__xshard_init(keel__runtime *rt) {
+int keel__xshard_init(keel__runtime *rt)
+{
     unsigned n = rt->nshards;
-    rt->ring_capacity = round_pow2(rt->config.msg_ring_capacity ? rt->config.msg_ring_capacity : 1024);
+    rt->ring_capacity =
+        round_pow2(rt->config.msg_ring_capacity ? rt->config.msg_ring_capacity : 1024);
     rt->rings = keel__aligned_alloc(KEEL__CACHELINE, sizeof(struct keel__ring) * n * n);
     rt->ring_bufs = calloc((size_t)n * n, sizeof(void *));
     if (!rt->rings || !rt->ring_bufs)
@@ -61,7 +64,8 @@ fail:
     return -ENOMEM;
 }
 
-void keel__xshard_fini(keel__runtime *rt) {
+void keel__xshard_fini(keel__runtime *rt)
+{
     if (rt->ring_bufs) {
         for (unsigned i = 0; i < rt->nshards * rt->nshards; i++)
             free(rt->ring_bufs[i]);
@@ -72,7 +76,8 @@ void keel__xshard_fini(keel__runtime *rt) {
     rt->rings = NULL;
 }
 
-int keel__xshard_shard_init(keel__shard *s) {
+int keel__xshard_shard_init(keel__shard *s)
+{
     unsigned n = keel__rt->nshards;
     s->staged_head = calloc(n, sizeof(keel__msg *));
     s->staged_tail = calloc(n, sizeof(keel__msg *));
@@ -84,7 +89,8 @@ int keel__xshard_shard_init(keel__shard *s) {
     return 0;
 }
 
-void keel__xshard_shard_fini(keel__shard *s) {
+void keel__xshard_shard_fini(keel__shard *s)
+{
     free(s->staged_head);
     free(s->staged_tail);
     free(s->staged_dirty);
@@ -92,15 +98,18 @@ void keel__xshard_shard_fini(keel__shard *s) {
     s->staged_dirty = NULL;
 }
 
-static inline struct ck_ring *ring_of(unsigned from, unsigned to) {
+static inline struct ck_ring *ring_of(unsigned from, unsigned to)
+{
     return &keel__rt->rings[from * keel__rt->nshards + to].ring;
 }
 
-static inline ck_ring_buffer_t *buf_of(unsigned from, unsigned to) {
+static inline ck_ring_buffer_t *buf_of(unsigned from, unsigned to)
+{
     return keel__rt->ring_bufs[from * keel__rt->nshards + to];
 }
 
-static void stage(keel__shard *s, unsigned to, keel__msg *m) {
+static void stage(keel__shard *s, unsigned to, keel__msg *m)
+{
     m->next = NULL;
     if (s->staged_tail[to])
         s->staged_tail[to]->next = m;
@@ -109,14 +118,16 @@ static void stage(keel__shard *s, unsigned to, keel__msg *m) {
     s->staged_tail[to] = m;
 }
 
-bool keel__xshard_staged(keel__shard *s) {
+bool keel__xshard_staged(keel__shard *s)
+{
     for (unsigned t = 0; t < keel__rt->nshards; t++)
         if (s->staged_head[t])
             return true;
     return false;
 }
 
-void keel__xshard_publish(keel__shard *s) {
+void keel__xshard_publish(keel__shard *s)
+{
     unsigned n = keel__rt->nshards;
     bool any = false;
     for (unsigned t = 0; t < n; t++) {
@@ -160,14 +171,16 @@ void keel__xshard_publish(keel__shard *s) {
     }
 }
 
-static void reply_ready(void *ctx, keel_result r) {
+static void reply_ready(void *ctx, keel_result r)
+{
     keel__msg *m = ctx;
     m->result = r;
     m->is_reply = true;
     stage(keel__shard_self(), m->from, m);
 }
 
-bool keel__xshard_poll(keel__shard *s) {
+bool keel__xshard_poll(keel__shard *s)
+{
     unsigned n = keel__rt->nshards;
     bool got = false;
     for (unsigned from = 0; from < n; from++) {
@@ -176,7 +189,8 @@ bool keel__xshard_poll(keel__shard *s) {
         struct ck_ring *ring = ring_of(from, s->id);
         ck_ring_buffer_t *buf = buf_of(from, s->id);
         keel__msg *m;
-        for (unsigned budget = RECV_BUDGET; budget && ck_ring_dequeue_spsc(ring, buf, &m); budget--) {
+        for (unsigned budget = RECV_BUDGET; budget && ck_ring_dequeue_spsc(ring, buf, &m);
+             budget--) {
             got = true;
             s->stats.msgs_received++;
             if (m->is_reply) {
@@ -193,7 +207,8 @@ bool keel__xshard_poll(keel__shard *s) {
     return got;
 }
 
-bool keel__xshard_pending_in(keel__shard *s) {
+bool keel__xshard_pending_in(keel__shard *s)
+{
     unsigned n = keel__rt->nshards;
     for (unsigned from = 0; from < n; from++)
         if (from != s->id && ck_ring_size(ring_of(from, s->id)) > 0)
@@ -208,14 +223,16 @@ typedef struct self_call {
     void *arg;
 } self_call;
 
-static keel_future *run_self_call(void *ctx, keel_result r) {
+static keel_future *run_self_call(void *ctx, keel_result r)
+{
     (void)r;
     self_call c = *(self_call *)ctx;
     keel__free(ctx, sizeof(self_call));
     return c.fn(c.arg);
 }
 
-keel_future *keel_submit_to(unsigned shard, keel_remote_fn fn, void *arg) {
+keel_future *keel_submit_to(unsigned shard, keel_remote_fn fn, void *arg)
+{
     keel__shard *s = keel__shard_self();
     assert(shard < keel__rt->nshards);
     if (shard == s->id) {
@@ -235,13 +252,15 @@ keel_future *keel_submit_to(unsigned shard, keel_remote_fn fn, void *arg) {
     return f;
 }
 
-static keel_future *resolve_zero(void *ctx, keel_result r) {
+static keel_future *resolve_zero(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_make_ready(0);
 }
 
-keel_future *keel_invoke_on_all(keel_remote_fn fn, void *arg) {
+keel_future *keel_invoke_on_all(keel_remote_fn fn, void *arg)
+{
     unsigned n = keel__rt->nshards;
     keel_future *fs[KEEL_MAX_SHARDS];
     for (unsigned i = 0; i < n; i++)
@@ -259,7 +278,8 @@ typedef struct sharded_call {
     void *arg;
 } sharded_call;
 
-static sharded_call *sharded_call_new(keel_sharded *s, void *arg) {
+static sharded_call *sharded_call_new(keel_sharded *s, void *arg)
+{
     sharded_call *c = keel__alloc(sizeof(*c));
     memset(c, 0, sizeof(*c));
     c->s = s;
@@ -267,19 +287,22 @@ static sharded_call *sharded_call_new(keel_sharded *s, void *arg) {
     return c;
 }
 
-static void sharded_call_free(void *ctx, keel_result r) {
+static void sharded_call_free(void *ctx, keel_result r)
+{
     (void)r;
     keel__free(ctx, sizeof(sharded_call));
 }
 
-static keel_future *sharded_create_here(void *ctx) {
+static keel_future *sharded_create_here(void *ctx)
+{
     sharded_call *c = ctx;
     void *inst = c->create(c->arg);
     c->s->_instances[keel_shard_id()] = inst;
     return inst ? keel_make_ready(0) : keel_make_error(-ENOMEM);
 }
 
-keel_future *keel_sharded_start(keel_sharded *s, void *(*create)(void *arg), void *arg) {
+keel_future *keel_sharded_start(keel_sharded *s, void *(*create)(void *arg), void *arg)
+{
     s->_count = keel_shard_count();
     s->_instances = calloc(s->_count, sizeof(void *));
     if (!s->_instances)
@@ -289,26 +312,30 @@ keel_future *keel_sharded_start(keel_sharded *s, void *(*create)(void *arg), voi
     return keel_finally(keel_invoke_on_all(sharded_create_here, c), sharded_call_free, c);
 }
 
-static keel_future *sharded_invoke_here(void *ctx) {
+static keel_future *sharded_invoke_here(void *ctx)
+{
     sharded_call *c = ctx;
     return c->fn(keel_sharded_local(c->s), c->arg);
 }
 
 keel_future *keel_sharded_invoke_on(keel_sharded *s, unsigned shard,
-                                    keel_future *(*fn)(void *instance, void *arg), void *arg) {
+                                    keel_future *(*fn)(void *instance, void *arg), void *arg)
+{
     sharded_call *c = sharded_call_new(s, arg);
     c->fn = fn;
     return keel_finally(keel_submit_to(shard, sharded_invoke_here, c), sharded_call_free, c);
 }
 
 keel_future *keel_sharded_invoke_on_all(keel_sharded *s,
-                                        keel_future *(*fn)(void *instance, void *arg), void *arg) {
+                                        keel_future *(*fn)(void *instance, void *arg), void *arg)
+{
     sharded_call *c = sharded_call_new(s, arg);
     c->fn = fn;
     return keel_finally(keel_invoke_on_all(sharded_invoke_here, c), sharded_call_free, c);
 }
 
-static keel_future *sharded_destroy_here(void *ctx) {
+static keel_future *sharded_destroy_here(void *ctx)
+{
     sharded_call *c = ctx;
     void **slot = &c->s->_instances[keel_shard_id()];
     if (*slot && c->destroy)
@@ -317,7 +344,8 @@ static keel_future *sharded_destroy_here(void *ctx) {
     return keel_make_ready(0);
 }
 
-static void sharded_free_storage(void *ctx, keel_result r) {
+static void sharded_free_storage(void *ctx, keel_result r)
+{
     sharded_call *c = ctx;
     free(c->s->_instances);
     c->s->_instances = NULL;
@@ -325,7 +353,8 @@ static void sharded_free_storage(void *ctx, keel_result r) {
     sharded_call_free(c, r);
 }
 
-keel_future *keel_sharded_stop(keel_sharded *s, void (*destroy)(void *instance)) {
+keel_future *keel_sharded_stop(keel_sharded *s, void (*destroy)(void *instance))
+{
     if (!s->_instances)
         return keel_make_ready(0);
     sharded_call *c = sharded_call_new(s, NULL);

@@ -13,13 +13,15 @@ static struct {
     keel_listener *listener;
 } app;
 
-static keel_future *echo_sent(void *ctx, keel_result r) {
+static keel_future *echo_sent(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_make_ready(KEEL_CONTINUE);
 }
 
-static keel_future *echo_got(void *ctx, keel_result r) {
+static keel_future *echo_got(void *ctx, keel_result r)
+{
     keel_conn *c = ctx;
     if (r.val == 0) /* end of stream */
         return keel_make_ready(KEEL_STOP);
@@ -28,23 +30,27 @@ static keel_future *echo_got(void *ctx, keel_result r) {
     return keel_then(keel_conn_forward(c, c, (size_t)r.val), echo_sent, NULL);
 }
 
-static keel_future *echo_step(void *ctx) {
+static keel_future *echo_step(void *ctx)
+{
     keel_conn *c = ctx;
     return keel_then(keel_conn_read(c), echo_got, c);
 }
 
-static void echo_end(void *ctx, keel_result r) {
+static void echo_end(void *ctx, keel_result r)
+{
     (void)r; /* reset, timeout or shutdown: all end the same way */
     keel_detach(keel_conn_close(ctx));
 }
 
-static void on_conn(void *ctx, keel_conn *c) {
+static void on_conn(void *ctx, keel_conn *c)
+{
     (void)ctx;
     keel_conn_set_nodelay(c, true);
     keel_on_done(keel_repeat(echo_step, c), echo_end, c);
 }
 
-static keel_future *print_totals(void *arg) {
+static keel_future *print_totals(void *arg)
+{
     (void)arg;
     unsigned long long in = 0, out = 0, acc = 0;
     for (unsigned i = 0; i < keel_shard_count(); i++) {
@@ -63,7 +69,8 @@ static keel_future *print_totals(void *arg) {
     return keel_make_ready(0);
 }
 
-static void listening(void *ctx, keel_result r) {
+static void listening(void *ctx, keel_result r)
+{
     (void)ctx;
     if (r.err) {
         fprintf(stderr, "keel-echo: cannot listen on %s port %u: %s\n", app.listen.bind,
@@ -71,38 +78,42 @@ static void listening(void *ctx, keel_result r) {
         keel_stop();
         return;
     }
-    printf("keel-echo: listening on %s port %u, %u shards, backend %s; try: nc %s %u\n",
-           app.listen.bind, keel_listener_port(app.listener), keel_shard_count(),
-           keel_backend_name(), strchr(app.listen.bind, ':') && strncmp(app.listen.bind, "unix:", 5)
-                                    ? "::1" : "127.0.0.1",
-           keel_listener_port(app.listener));
+    printf(
+        "keel-echo: listening on %s port %u, %u shards, backend %s; try: nc %s %u\n",
+        app.listen.bind, keel_listener_port(app.listener), keel_shard_count(), keel_backend_name(),
+        strchr(app.listen.bind, ':') && strncmp(app.listen.bind, "unix:", 5) ? "::1" : "127.0.0.1",
+        keel_listener_port(app.listener));
     fflush(stdout);
 }
 
-static void main_fn(void *arg) {
+static void main_fn(void *arg)
+{
     (void)arg;
     keel_at_exit(print_totals, NULL);
     keel_on_done(keel_listen(&app.listen, on_conn, NULL, &app.listener), listening, NULL);
 }
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "Usage: keel-echo [options]\n"
-            "Echoes every byte back, on every shard. SIGINT/SIGTERM stop it and print totals.\n\n"
-            "Options:\n"
-            "  --port N              TCP port (default 7000; 0 picks a free one)\n"
-            "  --bind ADDR           address: 0.0.0.0, ::, 127.0.0.1, unix:/path (default 0.0.0.0)\n"
-            "  --max-conns N         open connections per shard beyond which new ones are\n"
-            "                        closed at once (default: no limit)\n"
-            "  --steer hash|cpu      how connections are spread over shards (default hash;\n"
-            "                        cpu: the shard of the CPU that received the connection,\n"
-            "                        for NICs whose RSS spreads receives over the shards' CPUs)\n"
-            "%s"
-            "  -h, --help            show this help\n",
-            keel_config_usage());
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: keel-echo [options]\n"
+        "Echoes every byte back, on every shard. SIGINT/SIGTERM stop it and print totals.\n\n"
+        "Options:\n"
+        "  --port N              TCP port (default 7000; 0 picks a free one)\n"
+        "  --bind ADDR           address: 0.0.0.0, ::, 127.0.0.1, unix:/path (default 0.0.0.0)\n"
+        "  --max-conns N         open connections per shard beyond which new ones are\n"
+        "                        closed at once (default: no limit)\n"
+        "  --steer hash|cpu      how connections are spread over shards (default hash;\n"
+        "                        cpu: the shard of the CPU that received the connection,\n"
+        "                        for NICs whose RSS spreads receives over the shards' CPUs)\n"
+        "%s"
+        "  -h, --help            show this help\n",
+        keel_config_usage());
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     keel_config cfg;
     keel_config_init(&cfg);
     keel_listen_config_init(&app.listen);

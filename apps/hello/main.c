@@ -13,7 +13,8 @@ static struct {
     uint64_t pings;
 } app;
 
-static keel_future *report_in(void *arg) {
+static keel_future *report_in(void *arg)
+{
     (void)arg;
     printf("keel-hello: shard %u of %u reporting in on CPU %d\n", keel_shard_id(),
            keel_shard_count(), keel_shard_cpu(keel_shard_id()));
@@ -21,25 +22,29 @@ static keel_future *report_in(void *arg) {
     return keel_make_ready(0);
 }
 
-static keel_future *pong(void *arg) {
+static keel_future *pong(void *arg)
+{
     (void)arg;
     return keel_make_ready(keel_shard_id());
 }
 
-static keel_future *keep_going(void *ctx, keel_result r) {
+static keel_future *keep_going(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_make_ready(KEEL_CONTINUE);
 }
 
-static keel_future *ping_all(void *ctx, keel_result r) {
+static keel_future *ping_all(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     app.pings++;
     return keel_then(keel_invoke_on_all(pong, NULL), keep_going, NULL);
 }
 
-static keel_future *heartbeat(void *ctx) {
+static keel_future *heartbeat(void *ctx)
+{
     (void)ctx;
     keel_future *f = keel_sleep(KEEL_SEC(1));
     f = keel_then(f, ping_all, NULL);
@@ -47,7 +52,8 @@ static keel_future *heartbeat(void *ctx) {
     return f;
 }
 
-static keel_future *on_exit_stats(void *arg) {
+static keel_future *on_exit_stats(void *arg)
+{
     (void)arg;
     printf("keel-hello: stopping after %llu ping rounds; per-shard loop statistics:\n",
            (unsigned long long)app.pings);
@@ -56,13 +62,15 @@ static keel_future *on_exit_stats(void *arg) {
     return keel_make_ready(0);
 }
 
-static void stop_now(void *ctx, keel_result r) {
+static void stop_now(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     keel_stop();
 }
 
-static void all_reported(void *ctx, keel_result r) {
+static void all_reported(void *ctx, keel_result r)
+{
     (void)ctx;
     if (r.err) {
         fprintf(stderr, "keel-hello: a shard failed to report in: %s\n", keel_strerror(r.err));
@@ -78,13 +86,15 @@ static void all_reported(void *ctx, keel_result r) {
         keel_on_done(keel_sleep(KEEL_MS(app.exit_after_ms)), stop_now, NULL);
 }
 
-static void main_fn(void *arg) {
+static void main_fn(void *arg)
+{
     (void)arg;
     keel_at_exit(on_exit_stats, NULL);
     keel_on_done(keel_invoke_on_all(report_in, NULL), all_reported, NULL);
 }
 
-static void usage(FILE *out) {
+static void usage(FILE *out)
+{
     fprintf(out,
             "Usage: keel-hello [options]\n"
             "Starts one shard per CPU; each reports in, then shard 0 pings them all once a\n"
@@ -96,7 +106,8 @@ static void usage(FILE *out) {
             keel_config_usage());
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     keel_config cfg;
     keel_config_init(&cfg);
     if (keel_config_parse_args(&cfg, &argc, argv))

@@ -14,11 +14,11 @@ extern "C" {
 
 enum {
     KEEL_ERR_BASE = 10000,
-    KEEL_EBROKEN_PROMISE,  /* the producer went away without resolving */
-    KEEL_EGATE_CLOSED,     /* keel_gate_enter() on a closed gate */
-    KEEL_ESEM_BROKEN,      /* the semaphore was broken while waiting */
-    KEEL_ESHUTDOWN,        /* the runtime is stopping; no new work accepted */
-    KEEL_EBADCONFIG,       /* invalid configuration (see the log line) */
+    KEEL_EBROKEN_PROMISE, /* the producer went away without resolving */
+    KEEL_EGATE_CLOSED,    /* keel_gate_enter() on a closed gate */
+    KEEL_ESEM_BROKEN,     /* the semaphore was broken while waiting */
+    KEEL_ESHUTDOWN,       /* the runtime is stopping; no new work accepted */
+    KEEL_EBADCONFIG,      /* invalid configuration (see the log line) */
     KEEL_ERR_MAX
 };
 

@@ -42,13 +42,25 @@ typedef struct keel_result {
     int err;
 } keel_result;
 
-static inline keel_result keel_ok(int64_t v) { keel_result r = {.val = v, .err = 0}; return r; }
-static inline keel_result keel_ok_ptr(void *p) { keel_result r = {.ptr = p, .err = 0}; return r; }
-static inline keel_result keel_err(int err) { keel_result r = {.val = 0, .err = err}; return r; }
+static inline keel_result keel_ok(int64_t v)
+{
+    keel_result r = {.val = v, .err = 0};
+    return r;
+}
+static inline keel_result keel_ok_ptr(void *p)
+{
+    keel_result r = {.ptr = p, .err = 0};
+    return r;
+}
+static inline keel_result keel_err(int err)
+{
+    keel_result r = {.val = 0, .err = err};
+    return r;
+}
 
-#define KEEL_US(x) ((uint64_t)(x) * 1000ull)
-#define KEEL_MS(x) ((uint64_t)(x) * 1000000ull)
-#define KEEL_SEC(x) ((uint64_t)(x) * 1000000000ull)
+#define KEEL_US(x) ((uint64_t)(x)*1000ull)
+#define KEEL_MS(x) ((uint64_t)(x)*1000000ull)
+#define KEEL_SEC(x) ((uint64_t)(x)*1000000000ull)
 
 /* A continuation: receives the result of the future it was attached to and
  * returns the next future (keel_make_ready() for an immediate value). Must
@@ -62,9 +74,18 @@ typedef void (*keel_finally_fn)(void *ctx, keel_result r);
 /* A future that is already resolved. Never fails (the slab grows if needed;
  * on out-of-memory the process aborts, as for a stack overflow). */
 keel_future *keel_make_result(keel_result r);
-static inline keel_future *keel_make_ready(int64_t v) { return keel_make_result(keel_ok(v)); }
-static inline keel_future *keel_make_ready_ptr(void *p) { return keel_make_result(keel_ok_ptr(p)); }
-static inline keel_future *keel_make_error(int err) { return keel_make_result(keel_err(err)); }
+static inline keel_future *keel_make_ready(int64_t v)
+{
+    return keel_make_result(keel_ok(v));
+}
+static inline keel_future *keel_make_ready_ptr(void *p)
+{
+    return keel_make_result(keel_ok_ptr(p));
+}
+static inline keel_future *keel_make_error(int err)
+{
+    return keel_make_result(keel_err(err));
+}
 
 /* Whether f is resolved. Does not consume f. */
 bool keel_future_is_ready(const keel_future *f);
@@ -108,10 +129,19 @@ typedef struct keel_promise_s {
 keel_future *keel_promise_init(keel_promise *p);
 /* Resolves the promise's future; its continuation runs (maybe at once). */
 void keel_promise_resolve(keel_promise *p, keel_result r);
-static inline void keel_promise_set_value(keel_promise *p, int64_t v) { keel_promise_resolve(p, keel_ok(v)); }
-static inline void keel_promise_set_error(keel_promise *p, int err) { keel_promise_resolve(p, keel_err(err)); }
+static inline void keel_promise_set_value(keel_promise *p, int64_t v)
+{
+    keel_promise_resolve(p, keel_ok(v));
+}
+static inline void keel_promise_set_error(keel_promise *p, int err)
+{
+    keel_promise_resolve(p, keel_err(err));
+}
 /* Whether the promise has not been resolved yet. */
-static inline bool keel_promise_pending(const keel_promise *p) { return p->_f != NULL; }
+static inline bool keel_promise_pending(const keel_promise *p)
+{
+    return p->_f != NULL;
+}
 
 /* ---- combinators ------------------------------------------------------- */
 
@@ -161,7 +191,10 @@ void keel_abort_source_init(keel_abort_source *as);
 /* Aborts: every subscriber's callback runs once, now, in subscription order.
  * Idempotent. Operations started with an aborted source fail -ECANCELED. */
 void keel_abort_source_request(keel_abort_source *as);
-static inline bool keel_abort_requested(const keel_abort_source *as) { return as->_aborted; }
+static inline bool keel_abort_requested(const keel_abort_source *as)
+{
+    return as->_aborted;
+}
 /* Registers sub (caller-owned memory) to run fn(sub, ctx) on abort. Returns
  * -ECANCELED, without registering, if as is already aborted. */
 int keel_abort_subscribe(keel_abort_source *as, keel_abort_sub *sub,
@@ -184,7 +217,10 @@ int keel_gate_enter(keel_gate *g);
 void keel_gate_leave(keel_gate *g);
 /* Refuses new entries; resolves to 0 when every entry has left. Once. */
 keel_future *keel_gate_close(keel_gate *g);
-static inline uint64_t keel_gate_count(const keel_gate *g) { return g->_count; }
+static inline uint64_t keel_gate_count(const keel_gate *g)
+{
+    return g->_count;
+}
 /* Enters g, runs fn(ctx) and leaves when its future resolves. Resolves to
  * fn's result, or -KEEL_EGATE_CLOSED without calling fn. */
 keel_future *keel_with_gate(keel_gate *g, keel_future *(*fn)(void *ctx), void *ctx);
@@ -211,8 +247,14 @@ bool keel_sem_try_wait(keel_sem *s, int64_t units);
 void keel_sem_signal(keel_sem *s, int64_t units);
 /* Fails every current and future waiter with err (< 0). */
 void keel_sem_break(keel_sem *s, int err);
-static inline int64_t keel_sem_available(const keel_sem *s) { return s->_count; }
-static inline size_t keel_sem_waiters(const keel_sem *s) { return s->_waiters; }
+static inline int64_t keel_sem_available(const keel_sem *s)
+{
+    return s->_count;
+}
+static inline size_t keel_sem_waiters(const keel_sem *s)
+{
+    return s->_waiters;
+}
 
 #ifdef __cplusplus
 }

@@ -40,12 +40,12 @@ enum keel_steer {
 };
 
 typedef struct keel_listen_config {
-    const char *bind;         /* "0.0.0.0", "::", "127.0.0.1", "unix:/path"; "0.0.0.0" */
-    uint16_t port;            /* 0: an ephemeral port (read it with keel_listener_port) */
-    int backlog;              /* listen(2) backlog; 4096 */
-    enum keel_steer steer;    /* KEEL_STEER_HASH */
-    unsigned max_conns;       /* open connections per shard beyond which new ones are
-                                 closed at once; 0: no limit */
+    const char *bind;      /* "0.0.0.0", "::", "127.0.0.1", "unix:/path"; "0.0.0.0" */
+    uint16_t port;         /* 0: an ephemeral port (read it with keel_listener_port) */
+    int backlog;           /* listen(2) backlog; 4096 */
+    enum keel_steer steer; /* KEEL_STEER_HASH */
+    unsigned max_conns;    /* open connections per shard beyond which new ones are
+                              closed at once; 0: no limit */
 } keel_listen_config;
 
 void keel_listen_config_init(keel_listen_config *c);
@@ -147,13 +147,13 @@ int keel_conn_error(const keel_conn *c);
 /* ---- statistics -------------------------------------------------------- */
 
 typedef struct keel_net_stats {
-    uint64_t accepted;       /* connections accepted by this shard */
-    uint64_t open;           /* connections open on this shard now */
-    uint64_t refused;        /* closed at accept: over max_conns */
+    uint64_t accepted; /* connections accepted by this shard */
+    uint64_t open;     /* connections open on this shard now */
+    uint64_t refused;  /* closed at accept: over max_conns */
     uint64_t bytes_in, bytes_out;
     uint64_t accept_errors;
-    uint64_t recv_rearms;    /* multishot recv re-armed (ended, ENOBUFS, resumed) */
-    uint64_t bufs_in_use;    /* receive buffers held by connections */
+    uint64_t recv_rearms; /* multishot recv re-armed (ended, ENOBUFS, resumed) */
+    uint64_t bufs_in_use; /* receive buffers held by connections */
 } keel_net_stats;
 
 /* Copies shard's net counters. Returns 0 or -EINVAL. */

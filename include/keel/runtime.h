@@ -109,7 +109,10 @@ typedef struct keel_sharded_s {
  * made are kept, so call keel_sharded_stop to free them). Call on a shard. */
 keel_future *keel_sharded_start(keel_sharded *s, void *(*create)(void *arg), void *arg);
 /* This shard's instance. */
-static inline void *keel_sharded_local(const keel_sharded *s) { return s->_instances[keel_shard_id()]; }
+static inline void *keel_sharded_local(const keel_sharded *s)
+{
+    return s->_instances[keel_shard_id()];
+}
 /* Runs fn(instance, arg) on shard with that shard's instance. */
 keel_future *keel_sharded_invoke_on(keel_sharded *s, unsigned shard,
                                     keel_future *(*fn)(void *instance, void *arg), void *arg);
@@ -130,21 +133,21 @@ keel_future *keel_run_blocking(keel_result (*fn)(void *arg), void *arg);
 /* ---- statistics -------------------------------------------------------- */
 
 typedef struct keel_shard_stats_s {
-    uint64_t tasks_run;          /* continuations run from the run queue */
-    uint64_t inline_runs;        /* continuations run inline (ready fast path) */
+    uint64_t tasks_run;   /* continuations run from the run queue */
+    uint64_t inline_runs; /* continuations run inline (ready fast path) */
     uint64_t loop_turns;
-    uint64_t sleeps;             /* turns that waited in the kernel */
+    uint64_t sleeps; /* turns that waited in the kernel */
     uint64_t sqes_submitted;
     uint64_t cqes_reaped;
-    uint64_t enter_calls;        /* io_uring_enter / epoll_wait syscalls */
+    uint64_t enter_calls; /* io_uring_enter / epoll_wait syscalls */
     uint64_t msgs_sent;
     uint64_t msgs_received;
-    uint64_t wakeups_sent;       /* sleeping shards woken by this one */
+    uint64_t wakeups_sent; /* sleeping shards woken by this one */
     uint64_t timers_fired;
     uint64_t blocking_jobs;
     uint64_t futures_ignored_errors;
-    uint64_t bytes_allocated;    /* jemalloc thread.allocated on this shard */
-    uint64_t bytes_deallocated;  /* jemalloc thread.deallocated */
+    uint64_t bytes_allocated;   /* jemalloc thread.allocated on this shard */
+    uint64_t bytes_deallocated; /* jemalloc thread.deallocated */
 } keel_shard_stats;
 
 /* Copies shard's counters (relaxed reads: a snapshot, exact on its own

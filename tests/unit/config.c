@@ -5,7 +5,8 @@
 /* A hung test fails with a timeout instead of stalling the whole run. */
 TestSuite(config, .timeout = 60);
 
-static void clear_env(void) {
+static void clear_env(void)
+{
     unsetenv("KEEL_SHARDS");
     unsetenv("KEEL_CPUSET");
     unsetenv("KEEL_BACKEND");
@@ -13,7 +14,8 @@ static void clear_env(void) {
 
 /* ---- defaults and the environment ------------------------------------------------ */
 
-Test(config, config_init_without_environment_gives_the_documented_defaults) {
+Test(config, config_init_without_environment_gives_the_documented_defaults)
+{
     clear_env();
     keel_config c;
     memset(&c, 0xa5, sizeof(c));
@@ -29,7 +31,8 @@ Test(config, config_init_without_environment_gives_the_documented_defaults) {
     cr_assert(!c.quiet);
 }
 
-Test(config, config_init_reads_keel_shards_keel_cpuset_and_keel_backend) {
+Test(config, config_init_reads_keel_shards_keel_cpuset_and_keel_backend)
+{
     clear_env();
     setenv("KEEL_SHARDS", "1", 1);
     setenv("KEEL_CPUSET", "0", 1);
@@ -49,7 +52,8 @@ typedef struct argv_buf {
 } argv_buf;
 
 /* Copies a NULL-terminated list into a mutable argv (parse_args edits it). */
-static void make_argv(argv_buf *b, const char *const *list) {
+static void make_argv(argv_buf *b, const char *const *list)
+{
     b->argc = 0;
     while (list[b->argc]) {
         b->argv[b->argc] = (char *)list[b->argc];
@@ -58,11 +62,13 @@ static void make_argv(argv_buf *b, const char *const *list) {
     b->argv[b->argc] = NULL;
 }
 
-Test(config, parse_args_takes_keel_options_in_both_forms_and_keeps_the_rest_in_order) {
+Test(config, parse_args_takes_keel_options_in_both_forms_and_keeps_the_rest_in_order)
+{
     clear_env();
-    static const char *const args[] = {"app",     "--shards",  "2",         "-v",
-                                       "--cpuset=0-1", "input.txt", "--backend", "epoll",
-                                       "--other=x", "--task-quota-us=250", "--", NULL};
+    static const char *const args[] = {
+        "app",       "--shards",  "2",     "-v",        "--cpuset=0-1",
+        "input.txt", "--backend", "epoll", "--other=x", "--task-quota-us=250",
+        "--",        NULL};
     argv_buf b;
     make_argv(&b, args);
     keel_config c;
@@ -81,7 +87,8 @@ Test(config, parse_args_takes_keel_options_in_both_forms_and_keeps_the_rest_in_o
     cr_assert_null(b.argv[5]);
 }
 
-Test(config, parse_args_takes_shards_with_an_equals_sign_and_cpuset_with_a_space) {
+Test(config, parse_args_takes_shards_with_an_equals_sign_and_cpuset_with_a_space)
+{
     clear_env();
     static const char *const args[] = {"app", "--shards=1", "--cpuset", "0", NULL};
     argv_buf b;
@@ -95,7 +102,8 @@ Test(config, parse_args_takes_shards_with_an_equals_sign_and_cpuset_with_a_space
     cr_assert_null(b.argv[1]);
 }
 
-Test(config, parse_args_without_keel_options_changes_nothing) {
+Test(config, parse_args_without_keel_options_changes_nothing)
+{
     clear_env();
     static const char *const args[] = {"app", "--shard", "3", "--shardsx=1", NULL};
     argv_buf b;
@@ -112,7 +120,8 @@ Test(config, parse_args_without_keel_options_changes_nothing) {
 
 /* Each bad argument list must fail with -KEEL_EBADCONFIG and say why on
  * stderr, naming the option. */
-static void expect_bad_args(const char *const *list, const char *must_mention) {
+static void expect_bad_args(const char *const *list, const char *must_mention)
+{
     argv_buf b;
     make_argv(&b, list);
     keel_config c;
@@ -127,13 +136,15 @@ static void expect_bad_args(const char *const *list, const char *must_mention) {
               list[1], must_mention, err);
 }
 
-Test(config, parse_args_rejects_zero_shards) {
+Test(config, parse_args_rejects_zero_shards)
+{
     clear_env();
     expect_bad_args((const char *const[]){"app", "--shards", "0", NULL}, "--shards");
     expect_bad_args((const char *const[]){"app", "--shards=0", NULL}, "--shards");
 }
 
-Test(config, parse_args_rejects_a_shard_count_that_is_not_a_number) {
+Test(config, parse_args_rejects_a_shard_count_that_is_not_a_number)
+{
     clear_env();
     expect_bad_args((const char *const[]){"app", "--shards", "abc", NULL}, "--shards");
     expect_bad_args((const char *const[]){"app", "--shards=2x", NULL}, "--shards");
@@ -143,25 +154,29 @@ Test(config, parse_args_rejects_a_shard_count_that_is_not_a_number) {
                     "--shards");
 }
 
-Test(config, parse_args_rejects_an_option_missing_its_value) {
+Test(config, parse_args_rejects_an_option_missing_its_value)
+{
     clear_env();
     expect_bad_args((const char *const[]){"app", "--shards", NULL}, "--shards");
     expect_bad_args((const char *const[]){"app", "--cpuset", NULL}, "--cpuset");
 }
 
-Test(config, parse_args_rejects_an_unknown_backend) {
+Test(config, parse_args_rejects_an_unknown_backend)
+{
     clear_env();
     expect_bad_args((const char *const[]){"app", "--backend", "kqueue", NULL}, "kqueue");
 }
 
-Test(config, parse_args_rejects_a_zero_or_non_numeric_task_quota) {
+Test(config, parse_args_rejects_a_zero_or_non_numeric_task_quota)
+{
     clear_env();
     expect_bad_args((const char *const[]){"app", "--task-quota-us=0", NULL}, "--task-quota-us");
     expect_bad_args((const char *const[]){"app", "--task-quota-us", "fast", NULL},
                     "--task-quota-us");
 }
 
-Test(config, usage_lists_every_option) {
+Test(config, usage_lists_every_option)
+{
     const char *u = keel_config_usage();
     cr_assert_not_null(u);
     cr_assert(strstr(u, "--shards") && strstr(u, "--cpuset") && strstr(u, "--backend") &&
@@ -172,7 +187,8 @@ Test(config, usage_lists_every_option) {
 
 static _Atomic int main_ran;
 
-static void must_not_run(void *arg) {
+static void must_not_run(void *arg)
+{
     (void)arg;
     atomic_store(&main_ran, 1);
     keel_stop();
@@ -180,7 +196,8 @@ static void must_not_run(void *arg) {
 
 /* Runs keel_run with c and expects -KEEL_EBADCONFIG, main_fn never called,
  * and a log line containing each of the given fragments. */
-static void expect_run_refused(const keel_config *c, const char *frag1, const char *frag2) {
+static void expect_run_refused(const keel_config *c, const char *frag1, const char *frag2)
+{
     h_capture cap;
     h_capture_begin(&cap);
     int rc = keel_run(c, must_not_run, NULL);
@@ -194,7 +211,8 @@ static void expect_run_refused(const keel_config *c, const char *frag1, const ch
         cr_assert(strstr(err, frag2) != NULL, "the log does not mention '%s': %s", frag2, err);
 }
 
-Test(config, keel_run_refuses_more_shards_than_cpus_and_says_how_many_there_are) {
+Test(config, keel_run_refuses_more_shards_than_cpus_and_says_how_many_there_are)
+{
     keel_config c;
     h_config(&c, h_cpus() + 1);
     char want[32], have[32];
@@ -203,7 +221,8 @@ Test(config, keel_run_refuses_more_shards_than_cpus_and_says_how_many_there_are)
     expect_run_refused(&c, want, have);
 }
 
-Test(config, keel_run_refuses_a_cpuset_outside_the_affinity_mask_and_names_the_cpu) {
+Test(config, keel_run_refuses_a_cpuset_outside_the_affinity_mask_and_names_the_cpu)
+{
     cpu_set_t mask;
     cr_assert_eq(sched_getaffinity(0, sizeof(mask), &mask), 0);
     int outside = -1;
@@ -220,7 +239,8 @@ Test(config, keel_run_refuses_a_cpuset_outside_the_affinity_mask_and_names_the_c
     expect_run_refused(&c, named, "affinity");
 }
 
-Test(config, keel_run_refuses_a_malformed_cpuset_and_quotes_it) {
+Test(config, keel_run_refuses_a_malformed_cpuset_and_quotes_it)
+{
     static const char *const bad[] = {"1-0", "abc", "", "0,,1", "0-", "-1", "0;1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         keel_config c;
@@ -232,7 +252,8 @@ Test(config, keel_run_refuses_a_malformed_cpuset_and_quotes_it) {
     }
 }
 
-Test(config, keel_run_refuses_an_unknown_backend_name) {
+Test(config, keel_run_refuses_an_unknown_backend_name)
+{
     keel_config c;
     h_config(&c, 1);
     c.backend = "kqueue";
@@ -247,7 +268,8 @@ static struct {
     char backend[16];
 } seen_cfg;
 
-static void record_cfg(void *arg) {
+static void record_cfg(void *arg)
+{
     (void)arg;
     seen_cfg.count = keel_shard_count();
     seen_cfg.cpu0 = keel_shard_cpu(0);
@@ -255,7 +277,8 @@ static void record_cfg(void *arg) {
     keel_stop();
 }
 
-Test(config, keel_run_pins_one_shard_to_the_cpu_named_by_cpuset) {
+Test(config, keel_run_pins_one_shard_to_the_cpu_named_by_cpuset)
+{
     cpu_set_t mask;
     cr_assert_eq(sched_getaffinity(0, sizeof(mask), &mask), 0);
     int last = -1;
@@ -272,7 +295,8 @@ Test(config, keel_run_pins_one_shard_to_the_cpu_named_by_cpuset) {
     cr_assert_eq(seen_cfg.cpu0, last);
 }
 
-Test(config, keel_run_uses_the_epoll_backend_when_asked) {
+Test(config, keel_run_uses_the_epoll_backend_when_asked)
+{
     keel_config c;
     h_config(&c, 1);
     c.backend = "epoll";
@@ -280,7 +304,8 @@ Test(config, keel_run_uses_the_epoll_backend_when_asked) {
     cr_assert_str_eq(seen_cfg.backend, "epoll");
 }
 
-Test(config, keel_run_with_shards_zero_runs_one_shard_per_cpu) {
+Test(config, keel_run_with_shards_zero_runs_one_shard_per_cpu)
+{
     keel_config c;
     h_config(&c, 0);
     c.cpuset = NULL;

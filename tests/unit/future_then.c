@@ -15,7 +15,8 @@ TestSuite(future_then, .timeout = 60);
 static char run_log[64];
 static int64_t seen[16];
 
-static void log_step(char c, keel_result r) {
+static void log_step(char c, keel_result r)
+{
     size_t n = strlen(run_log);
     if (n + 1 >= sizeof(run_log)) {
         H_FAIL("run_log overflow");
@@ -27,20 +28,26 @@ static void log_step(char c, keel_result r) {
 }
 
 /* Each continuation logs its letter (ctx) and returns value + 1. */
-static keel_future *step_inc(void *ctx, keel_result r) {
+static keel_future *step_inc(void *ctx, keel_result r)
+{
     log_step(*(const char *)ctx, r);
     return keel_make_ready(r.val + 1);
 }
 
-static void fin_log(void *ctx, keel_result r) { log_step(*(const char *)ctx, r); }
+static void fin_log(void *ctx, keel_result r)
+{
+    log_step(*(const char *)ctx, r);
+}
 
 /* Recovers from an error with value 100. */
-static keel_future *recover_100(void *ctx, keel_result r) {
+static keel_future *recover_100(void *ctx, keel_result r)
+{
     log_step(*(const char *)ctx, r);
     return keel_make_ready(100);
 }
 
-static keel_future *replace_with_epipe(void *ctx, keel_result r) {
+static keel_future *replace_with_epipe(void *ctx, keel_result r)
+{
     log_step(*(const char *)ctx, r);
     return keel_make_error(-EPIPE);
 }
@@ -48,14 +55,16 @@ static keel_future *replace_with_epipe(void *ctx, keel_result r) {
 static keel_result final_result;
 static bool final_done;
 
-static void record_final(void *ctx, keel_result r) {
+static void record_final(void *ctx, keel_result r)
+{
     (void)ctx;
     final_result = r;
     final_done = true;
 }
 
 /* Builds a->finally b->then_wrapped c->catch X->then d on f; X must not run. */
-static keel_future *build_mixed_chain(keel_future *f) {
+static keel_future *build_mixed_chain(keel_future *f)
+{
     f = keel_then(f, step_inc, "a");
     f = keel_finally(f, fin_log, "b");
     f = keel_then_wrapped(f, step_inc, "c");
@@ -64,13 +73,15 @@ static keel_future *build_mixed_chain(keel_future *f) {
     return f;
 }
 
-static void mixed_ready_main(void *arg) {
+static void mixed_ready_main(void *arg)
+{
     (void)arg;
     keel_on_done(build_mixed_chain(keel_make_ready(1)), record_final, NULL);
     keel_stop();
 }
 
-Test(future_then, continuations_on_a_ready_future_run_in_chain_order_and_skip_catch) {
+Test(future_then, continuations_on_a_ready_future_run_in_chain_order_and_skip_catch)
+{
     h_run(1, mixed_ready_main, NULL);
     cr_assert_str_eq(run_log, "abcd");
     /* a sees 1, finally b sees a's 2, c sees 2 and returns 3, d sees 3. */
@@ -85,7 +96,8 @@ Test(future_then, continuations_on_a_ready_future_run_in_chain_order_and_skip_ca
 
 static keel_promise mixed_promise;
 
-static void mixed_pending_main(void *arg) {
+static void mixed_pending_main(void *arg)
+{
     (void)arg;
     keel_future *f = build_mixed_chain(keel_promise_init(&mixed_promise));
     keel_on_done(f, record_final, NULL);
@@ -96,7 +108,8 @@ static void mixed_pending_main(void *arg) {
     keel_stop();
 }
 
-Test(future_then, continuations_on_a_pending_future_run_in_chain_order_once_it_resolves) {
+Test(future_then, continuations_on_a_pending_future_run_in_chain_order_once_it_resolves)
+{
     h_run(1, mixed_pending_main, NULL);
     cr_assert_str_eq(run_log, "abcd");
     cr_assert_eq(seen[0], 1);
@@ -110,7 +123,8 @@ Test(future_then, continuations_on_a_pending_future_run_in_chain_order_once_it_r
 /* ---- errors ------------------------------------------------------------------ */
 
 /* then T1, then T2 (both skipped), finally f, catch C (recovers), then T3. */
-static keel_future *build_error_chain(keel_future *f) {
+static keel_future *build_error_chain(keel_future *f)
+{
     f = keel_then(f, step_inc, "S");
     f = keel_then(f, step_inc, "S");
     f = keel_finally(f, fin_log, "f");
@@ -121,17 +135,18 @@ static keel_future *build_error_chain(keel_future *f) {
 
 static keel_promise error_promise;
 
-static void error_main(void *arg) {
+static void error_main(void *arg)
+{
     bool pending = arg != NULL;
-    keel_future *src =
-        pending ? keel_promise_init(&error_promise) : keel_make_error(-EIO);
+    keel_future *src = pending ? keel_promise_init(&error_promise) : keel_make_error(-EIO);
     keel_on_done(build_error_chain(src), record_final, NULL);
     if (pending)
         keel_promise_set_error(&error_promise, -EIO);
     keel_stop();
 }
 
-static void check_error_chain(void) {
+static void check_error_chain(void)
+{
     cr_assert_str_eq(run_log, "fct", "then must be skipped by an error; log was '%s'", run_log);
     cr_assert_eq(seen[0], -EIO, "finally sees the error");
     cr_assert_eq(seen[1], -EIO, "catch sees the error");
@@ -141,17 +156,20 @@ static void check_error_chain(void) {
     cr_assert_eq(final_result.val, 101);
 }
 
-Test(future_then, an_error_on_a_ready_future_skips_then_and_a_catch_recovers_it) {
+Test(future_then, an_error_on_a_ready_future_skips_then_and_a_catch_recovers_it)
+{
     h_run(1, error_main, NULL);
     check_error_chain();
 }
 
-Test(future_then, an_error_on_a_pending_future_skips_then_and_a_catch_recovers_it) {
+Test(future_then, an_error_on_a_pending_future_skips_then_and_a_catch_recovers_it)
+{
     h_run(1, error_main, (void *)1);
     check_error_chain();
 }
 
-static void catch_replace_main(void *arg) {
+static void catch_replace_main(void *arg)
+{
     (void)arg;
     keel_future *f = keel_catch(keel_make_error(-EIO), replace_with_epipe, "c");
     f = keel_then(f, step_inc, "S");
@@ -160,7 +178,8 @@ static void catch_replace_main(void *arg) {
     keel_stop();
 }
 
-Test(future_then, a_catch_can_replace_the_error_and_the_next_catch_sees_the_new_one) {
+Test(future_then, a_catch_can_replace_the_error_and_the_next_catch_sees_the_new_one)
+{
     h_run(1, catch_replace_main, NULL);
     cr_assert_str_eq(run_log, "cC");
     cr_assert_eq(seen[0], -EIO);
@@ -168,14 +187,16 @@ Test(future_then, a_catch_can_replace_the_error_and_the_next_catch_sees_the_new_
     cr_assert_eq(final_result.err, -EPIPE);
 }
 
-static void catch_skipped_main(void *arg) {
+static void catch_skipped_main(void *arg)
+{
     (void)arg;
     keel_future *f = keel_catch(keel_make_ready(7), recover_100, "X");
     keel_on_done(f, record_final, NULL);
     keel_stop();
 }
 
-Test(future_then, catch_is_skipped_on_success_and_the_value_passes_through) {
+Test(future_then, catch_is_skipped_on_success_and_the_value_passes_through)
+{
     h_run(1, catch_skipped_main, NULL);
     cr_assert_str_eq(run_log, "");
     cr_assert_eq(final_result.err, 0);
@@ -187,17 +208,22 @@ Test(future_then, catch_is_skipped_on_success_and_the_value_passes_through) {
 static keel_result finally_out[4];
 static int finally_runs;
 
-static void count_finally(void *ctx, keel_result r) {
+static void count_finally(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     finally_runs++;
 }
 
-static void store_result(void *ctx, keel_result r) { *(keel_result *)ctx = r; }
+static void store_result(void *ctx, keel_result r)
+{
+    *(keel_result *)ctx = r;
+}
 
 static keel_promise finally_promises[2];
 
-static void finally_main(void *arg) {
+static void finally_main(void *arg)
+{
     (void)arg;
     keel_on_done(keel_finally(keel_make_ready(5), count_finally, NULL), store_result,
                  &finally_out[0]);
@@ -212,7 +238,8 @@ static void finally_main(void *arg) {
     keel_stop();
 }
 
-Test(future_then, finally_runs_on_success_and_on_error_and_passes_the_result_through_unchanged) {
+Test(future_then, finally_runs_on_success_and_on_error_and_passes_the_result_through_unchanged)
+{
     h_run(1, finally_main, NULL);
     cr_assert_eq(finally_runs, 4);
     cr_assert(finally_out[0].err == 0 && finally_out[0].val == 5);
@@ -221,7 +248,8 @@ Test(future_then, finally_runs_on_success_and_on_error_and_passes_the_result_thr
     cr_assert_eq(finally_out[3].err, -ENOENT);
 }
 
-static keel_future *wrapped_flip(void *ctx, keel_result r) {
+static keel_future *wrapped_flip(void *ctx, keel_result r)
+{
     log_step(*(const char *)ctx, r);
     /* An error becomes a value, a value becomes an error. */
     return r.err ? keel_make_ready(-r.err) : keel_make_error(-EBADF);
@@ -229,7 +257,8 @@ static keel_future *wrapped_flip(void *ctx, keel_result r) {
 
 static keel_result wrapped_out[2];
 
-static void then_wrapped_main(void *arg) {
+static void then_wrapped_main(void *arg)
+{
     (void)arg;
     keel_on_done(keel_then_wrapped(keel_make_error(-EIO), wrapped_flip, "e"), store_result,
                  &wrapped_out[0]);
@@ -238,7 +267,8 @@ static void then_wrapped_main(void *arg) {
     keel_stop();
 }
 
-Test(future_then, then_wrapped_runs_on_success_and_on_error_and_returns_its_own_future) {
+Test(future_then, then_wrapped_runs_on_success_and_on_error_and_returns_its_own_future)
+{
     h_run(1, then_wrapped_main, NULL);
     cr_assert_str_eq(run_log, "ev");
     cr_assert_eq(seen[0], -EIO);
@@ -251,19 +281,22 @@ Test(future_then, then_wrapped_runs_on_success_and_on_error_and_returns_its_own_
 
 static keel_promise inner_promise;
 
-static keel_future *return_pending(void *ctx, keel_result r) {
+static keel_future *return_pending(void *ctx, keel_result r)
+{
     log_step(*(const char *)ctx, r);
     return keel_promise_init(&inner_promise);
 }
 
-static void resolve_inner(void *ctx, keel_result r) {
+static void resolve_inner(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     H_CHECK(!final_done); /* the chain must still wait for inner_promise */
     keel_promise_set_value(&inner_promise, 42);
 }
 
-static void pending_inner_main(void *arg) {
+static void pending_inner_main(void *arg)
+{
     (void)arg;
     keel_future *f = keel_then(keel_make_ready(1), return_pending, "p");
     f = keel_then(f, step_inc, "n");
@@ -272,7 +305,8 @@ static void pending_inner_main(void *arg) {
     keel_on_done(keel_sleep(KEEL_MS(5)), h_stop_cb, NULL);
 }
 
-Test(future_then, a_continuation_returning_a_pending_future_holds_the_chain_until_it_resolves) {
+Test(future_then, a_continuation_returning_a_pending_future_holds_the_chain_until_it_resolves)
+{
     h_run(1, pending_inner_main, NULL);
     cr_assert_str_eq(run_log, "pn");
     cr_assert_eq(seen[1], 42);
@@ -285,7 +319,8 @@ Test(future_then, a_continuation_returning_a_pending_future_holds_the_chain_unti
 static keel_promise early_promise, late_promise;
 static bool late_ran_before_resolve;
 
-static void promise_main(void *arg) {
+static void promise_main(void *arg)
+{
     (void)arg;
     /* Resolved before anyone attaches. */
     keel_future *f = keel_promise_init(&early_promise);
@@ -304,7 +339,8 @@ static void promise_main(void *arg) {
     keel_stop();
 }
 
-Test(future_then, a_promise_delivers_its_value_whether_resolved_before_or_after_attaching) {
+Test(future_then, a_promise_delivers_its_value_whether_resolved_before_or_after_attaching)
+{
     h_run(1, promise_main, NULL);
     cr_assert(!late_ran_before_resolve, "a continuation ran before its promise was resolved");
     cr_assert_str_eq(run_log, "el");
@@ -314,7 +350,8 @@ Test(future_then, a_promise_delivers_its_value_whether_resolved_before_or_after_
 
 static keel_promise take_promise;
 
-static void take_main(void *arg) {
+static void take_main(void *arg)
+{
     (void)arg;
     keel_future *f = keel_make_ready(9);
     H_CHECK(keel_future_is_ready(f));
@@ -329,7 +366,10 @@ static void take_main(void *arg) {
     keel_stop();
 }
 
-Test(future_then, a_ready_future_can_be_taken_directly) { h_run(1, take_main, NULL); }
+Test(future_then, a_ready_future_can_be_taken_directly)
+{
+    h_run(1, take_main, NULL);
+}
 
 /* ---- detach -------------------------------------------------------------------- */
 
@@ -337,13 +377,15 @@ static keel_promise detach_promises[2];
 static uint64_t ignored_before, ignored_after;
 static bool detached_ran;
 
-static keel_future *mark_detached_ran(void *ctx, keel_result r) {
+static keel_future *mark_detached_ran(void *ctx, keel_result r)
+{
     (void)ctx;
     detached_ran = true;
     return keel_make_ready(r.val);
 }
 
-static void detach_check(void *ctx, keel_result r) {
+static void detach_check(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     keel_shard_stats st;
@@ -352,7 +394,8 @@ static void detach_check(void *ctx, keel_result r) {
     keel_stop();
 }
 
-static void detach_main(void *arg) {
+static void detach_main(void *arg)
+{
     (void)arg;
     keel_shard_stats st;
     H_CHECK_EQ(keel_shard_stats_get(keel_shard_id(), &st), 0);
@@ -368,7 +411,8 @@ static void detach_main(void *arg) {
     keel_on_done(keel_sleep(KEEL_MS(2)), detach_check, NULL);
 }
 
-Test(future_then, detaching_a_future_that_fails_counts_one_ignored_error_each) {
+Test(future_then, detaching_a_future_that_fails_counts_one_ignored_error_each)
+{
     h_run(1, detach_main, NULL);
     cr_assert_eq(ignored_after - ignored_before, 2,
                  "futures_ignored_errors grew by %llu, expected 2",
@@ -396,14 +440,16 @@ static struct {
     uint64_t t0;
 } deep;
 
-static uint64_t slab_in_use(void) {
+static uint64_t slab_in_use(void)
+{
     uint64_t n = 0;
     for (int c = 0; c < KEEL__SLAB_CLASSES; c++)
         n += keel__self->slabs[c].in_use;
     return n;
 }
 
-static inline void deep_track(void) {
+static inline void deep_track(void)
+{
     uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
     if (fp < deep.min_frame)
         deep.min_frame = fp;
@@ -417,7 +463,8 @@ static inline void deep_track(void) {
     deep.steps++;
 }
 
-static void deep_reset(uint64_t target) {
+static void deep_reset(uint64_t target)
+{
     deep.target = target;
     deep.steps = 0;
     deep.min_frame = UINTPTR_MAX;
@@ -427,14 +474,16 @@ static void deep_reset(uint64_t target) {
 }
 
 /* Each step returns the next step's future: a loop written as recursion. */
-static keel_future *deep_step(void *ctx, keel_result r) {
+static keel_future *deep_step(void *ctx, keel_result r)
+{
     deep_track();
     if ((uint64_t)r.val == deep.target)
         return keel_make_ready(r.val);
     return keel_then(keel_make_ready(r.val + 1), deep_step, ctx);
 }
 
-static void deep_done(void *ctx, keel_result r) {
+static void deep_done(void *ctx, keel_result r)
+{
     (void)ctx;
     deep.result = r;
     deep.end_in_use = slab_in_use();
@@ -442,13 +491,15 @@ static void deep_done(void *ctx, keel_result r) {
     keel_stop();
 }
 
-static void deep_then_main(void *arg) {
+static void deep_then_main(void *arg)
+{
     (void)arg;
     deep_reset(DEEP_STEPS);
     keel_on_done(keel_then(keel_make_ready(1), deep_step, NULL), deep_done, NULL);
 }
 
-static void check_deep(void) {
+static void check_deep(void)
+{
     cr_assert_eq(deep.result.err, 0, "chain failed: %s", keel_strerror(deep.result.err));
     cr_assert_eq((uint64_t)deep.result.val, deep.target);
     cr_assert_eq(deep.steps, deep.target, "ran %llu steps", (unsigned long long)deep.steps);
@@ -460,42 +511,47 @@ static void check_deep(void) {
     cr_assert_eq(deep.end_in_use, deep.base_in_use, "the chain leaked %lld slab objects",
                  (long long)(deep.end_in_use - deep.base_in_use));
     fprintf(stderr, "deep chain: %llu steps in %llu ms, stack spread %zu bytes, peak %llu objs\n",
-            (unsigned long long)deep.steps, (unsigned long long)deep.elapsed_ms,
-            (size_t)spread, (unsigned long long)(deep.max_in_use - deep.base_in_use));
+            (unsigned long long)deep.steps, (unsigned long long)deep.elapsed_ms, (size_t)spread,
+            (unsigned long long)(deep.max_in_use - deep.base_in_use));
 }
 
-Test(future_then, a_ten_million_step_recursive_then_chain_runs_in_constant_stack_and_memory) {
+Test(future_then, a_ten_million_step_recursive_then_chain_runs_in_constant_stack_and_memory)
+{
     h_run(1, deep_then_main, NULL);
     check_deep();
 }
 
 /* The same through keel_repeat: each iteration's future is itself a ready
  * then-chain, so both the repeat loop and the continuations are exercised. */
-static keel_future *repeat_inner(void *ctx, keel_result r) {
+static keel_future *repeat_inner(void *ctx, keel_result r)
+{
     (void)ctx;
     deep_track();
     return keel_make_ready(r.val);
 }
 
-static keel_future *deep_repeat_fn(void *ctx) {
+static keel_future *deep_repeat_fn(void *ctx)
+{
     (void)ctx;
     int64_t verdict = deep.steps + 1 >= deep.target ? KEEL_STOP : KEEL_CONTINUE;
     return keel_then(keel_make_ready(verdict), repeat_inner, NULL);
 }
 
-static void deep_repeat_done(void *ctx, keel_result r) {
+static void deep_repeat_done(void *ctx, keel_result r)
+{
     /* keel_repeat resolves to 0; report the step count as the value. */
     deep_done(ctx, r.err ? r : keel_ok((int64_t)deep.steps));
 }
 
-static void deep_repeat_main(void *arg) {
+static void deep_repeat_main(void *arg)
+{
     (void)arg;
     deep_reset(DEEP_STEPS);
     keel_on_done(keel_repeat(deep_repeat_fn, NULL), deep_repeat_done, NULL);
 }
 
-Test(future_then,
-     a_ten_million_iteration_repeat_of_ready_chains_runs_in_constant_stack_and_memory) {
+Test(future_then, a_ten_million_iteration_repeat_of_ready_chains_runs_in_constant_stack_and_memory)
+{
     h_run(1, deep_repeat_main, NULL);
     check_deep();
 }
@@ -510,7 +566,8 @@ static struct {
     uint64_t steps, target;
 } steady;
 
-static uint64_t allocated_now(void) {
+static uint64_t allocated_now(void)
+{
     keel_shard_stats st;
     H_CHECK_EQ(keel_shard_stats_get(keel_shard_id(), &st), 0);
     return st.bytes_allocated;
@@ -518,7 +575,8 @@ static uint64_t allocated_now(void) {
 
 /* Ready steps, with a trip through the scheduler every 1000: the inline
  * path, the run queue and whole loop turns are all part of the steady state. */
-static keel_future *steady_step(void *ctx, keel_result r) {
+static keel_future *steady_step(void *ctx, keel_result r)
+{
     (void)r;
     if (++steady.steps >= steady.target)
         return keel_make_ready(0);
@@ -528,7 +586,8 @@ static keel_future *steady_step(void *ctx, keel_result r) {
 
 static void *volatile steady_probe;
 
-static void steady_measured(void *ctx, keel_result r) {
+static void steady_measured(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     H_CHECK_EQ(steady.steps, STEADY_STEPS);
@@ -536,7 +595,8 @@ static void steady_measured(void *ctx, keel_result r) {
     keel_stop();
 }
 
-static void steady_warmed(void *ctx, keel_result r) {
+static void steady_warmed(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     /* Is the counter live? Without jemalloc (the sanitizer build) it reads
@@ -556,7 +616,8 @@ static void steady_warmed(void *ctx, keel_result r) {
     keel_on_done(keel_then(keel_make_ready(0), steady_step, NULL), steady_measured, NULL);
 }
 
-static void steady_main(void *arg) {
+static void steady_main(void *arg)
+{
     (void)arg;
     /* The warm-up grows the slabs and the run queue to their working size. */
     steady.steps = 0;
@@ -564,7 +625,8 @@ static void steady_main(void *arg) {
     keel_on_done(keel_then(keel_make_ready(0), steady_step, NULL), steady_warmed, NULL);
 }
 
-Test(future_then, a_steady_chain_of_a_million_continuations_allocates_nothing_from_malloc) {
+Test(future_then, a_steady_chain_of_a_million_continuations_allocates_nothing_from_malloc)
+{
     h_run(1, steady_main, NULL);
     if (!steady.counter_works) {
         fprintf(stderr, "\n*** SKIPPED future_then::a_steady_chain...: jemalloc's per-thread "

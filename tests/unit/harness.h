@@ -37,7 +37,8 @@ static struct {
 } h_failures = {.first_taken = ATOMIC_FLAG_INIT};
 
 __attribute__((format(printf, 3, 4), unused)) static void h_fail_at(const char *file, int line,
-                                                                  const char *fmt, ...) {
+                                                                    const char *fmt, ...)
+{
     atomic_fetch_add(&h_failures.count, 1);
     if (atomic_flag_test_and_set(&h_failures.first_taken))
         return;
@@ -87,18 +88,22 @@ __attribute__((format(printf, 3, 4), unused)) static void h_fail_at(const char *
                    h_r_.err ? keel_strerror(h_r_.err) : "success", (e), keel_strerror(e));         \
     } while (0)
 
-static inline unsigned h_failure_count(void) { return atomic_load(&h_failures.count); }
+static inline unsigned h_failure_count(void)
+{
+    return atomic_load(&h_failures.count);
+}
 
 /* On the test thread: fails the test if any shard recorded a failure. */
 #define h_assert_no_failures()                                                                     \
-    cr_assert(h_failure_count() == 0, "%u failure(s) recorded on shard threads; first: %s",       \
+    cr_assert(h_failure_count() == 0, "%u failure(s) recorded on shard threads; first: %s",        \
               h_failure_count(), h_failures.first)
 
 /* Criterion ignores the exit status LeakSanitizer sets after a test has
  * passed, so leaks would only be printed. Once keel_run has returned the
  * runtime owns no memory, so the sanitizer build checks for leaks there
  * and fails the test. */
-static inline void h_assert_no_leaks(void) {
+static inline void h_assert_no_leaks(void)
+{
 #ifdef H_HAVE_LSAN
     cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
                  "LeakSanitizer found leaks after keel_run returned (report above)");
@@ -107,20 +112,23 @@ static inline void h_assert_no_leaks(void) {
 
 /* ---- time ------------------------------------------------------------------ */
 
-static inline uint64_t h_now_ns(void) {
+static inline uint64_t h_now_ns(void)
+{
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline uint64_t h_ms_since(uint64_t start_ns) {
+static inline uint64_t h_ms_since(uint64_t start_ns)
+{
     return (h_now_ns() - start_ns) / 1000000ull;
 }
 
 /* ---- running the runtime --------------------------------------------------- */
 
 /* How many CPUs this process may run on: the most shards keel_run accepts. */
-static inline unsigned h_cpus(void) {
+static inline unsigned h_cpus(void)
+{
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof(set), &set))
         return 1;
@@ -131,13 +139,14 @@ static inline unsigned h_cpus(void) {
 #define h_require_shards(n)                                                                        \
     do {                                                                                           \
         if (h_cpus() < (n))                                                                        \
-            cr_skip_test("SKIPPED: needs %u CPUs for %u shards, this process has %u",            \
-                         (unsigned)(n), (unsigned)(n), h_cpus());                                 \
+            cr_skip_test("SKIPPED: needs %u CPUs for %u shards, this process has %u",              \
+                         (unsigned)(n), (unsigned)(n), h_cpus());                                  \
     } while (0)
 
 /* A test configuration: defaults plus the environment (so KEEL_BACKEND=epoll
  * runs every test on the epoll backend), quiet, with `shards` shards. */
-static inline void h_config(keel_config *c, unsigned shards) {
+static inline void h_config(keel_config *c, unsigned shards)
+{
     keel_config_init(c);
     c->shards = shards;
     c->quiet = true;
@@ -145,7 +154,8 @@ static inline void h_config(keel_config *c, unsigned shards) {
 
 /* Runs main_fn on a runtime configured by c, then asserts a clean return and
  * that no shard recorded a failure. Returns how long keel_run took, in ms. */
-static inline uint64_t h_run_cfg(const keel_config *c, keel_main_fn main_fn, void *arg) {
+static inline uint64_t h_run_cfg(const keel_config *c, keel_main_fn main_fn, void *arg)
+{
     uint64_t t0 = h_now_ns();
     int rc = keel_run(c, main_fn, arg);
     uint64_t ms = h_ms_since(t0);
@@ -155,7 +165,8 @@ static inline uint64_t h_run_cfg(const keel_config *c, keel_main_fn main_fn, voi
     return ms;
 }
 
-static inline uint64_t h_run(unsigned shards, keel_main_fn main_fn, void *arg) {
+static inline uint64_t h_run(unsigned shards, keel_main_fn main_fn, void *arg)
+{
     h_require_shards(shards);
     keel_config c;
     h_config(&c, shards);
@@ -164,7 +175,8 @@ static inline uint64_t h_run(unsigned shards, keel_main_fn main_fn, void *arg) {
 
 /* ---- finishing a test on the shards ------------------------------------------ */
 
-static void h_stop_cb(void *ctx, keel_result r) {
+static void h_stop_cb(void *ctx, keel_result r)
+{
     if (ctx)
         *(keel_result *)ctx = r;
     keel_stop();
@@ -172,22 +184,26 @@ static void h_stop_cb(void *ctx, keel_result r) {
 
 /* Consumes f; when it resolves, stores its result in *out (if not NULL) and
  * stops the runtime. */
-__attribute__((unused)) static void h_stop_when_done(keel_future *f, keel_result *out) {
+__attribute__((unused)) static void h_stop_when_done(keel_future *f, keel_result *out)
+{
     keel_on_done(f, h_stop_cb, out);
 }
 
 /* Consumes f; when it resolves, checks it succeeded and stops the runtime. */
-static void h_stop_ok_cb(void *ctx, keel_result r) {
+static void h_stop_ok_cb(void *ctx, keel_result r)
+{
     (void)ctx;
     if (r.err)
         H_FAIL("the test's future failed: %d (%s)", r.err, keel_strerror(r.err));
     keel_stop();
 }
-__attribute__((unused)) static void h_stop_when_ok(keel_future *f) {
+__attribute__((unused)) static void h_stop_when_ok(keel_future *f)
+{
     keel_on_done(f, h_stop_ok_cb, NULL);
 }
 
-static void h_watchdog_cb(void *ctx, keel_result r) {
+static void h_watchdog_cb(void *ctx, keel_result r)
+{
     /* -ECANCELED: the runtime stopped first, as it should. */
     if (r.err == 0) {
         H_FAIL("watchdog: the test did not finish within %llu ms",
@@ -199,7 +215,8 @@ static void h_watchdog_cb(void *ctx, keel_result r) {
 /* Stops the runtime with a recorded failure if the test is still running
  * after ms: a broken test fails with a message instead of hanging. Call on
  * a shard (usually in main_fn). */
-__attribute__((unused)) static void h_watchdog(uint64_t ms) {
+__attribute__((unused)) static void h_watchdog(uint64_t ms)
+{
     keel_on_done(keel_sleep(KEEL_MS(ms)), h_watchdog_cb, (void *)(uintptr_t)ms);
 }
 
@@ -212,7 +229,8 @@ typedef struct h_capture {
     char text[8192];
 } h_capture;
 
-static inline void h_capture_begin(h_capture *c) {
+static inline void h_capture_begin(h_capture *c)
+{
     fflush(stderr);
     c->file = tmpfile();
     cr_assert_not_null(c->file, "tmpfile failed");
@@ -223,7 +241,8 @@ static inline void h_capture_begin(h_capture *c) {
 
 /* Restores stderr; returns the captured text (kept in c->text), which the
  * caller's assertion messages quote. */
-static inline const char *h_capture_end(h_capture *c) {
+static inline const char *h_capture_end(h_capture *c)
+{
     fflush(stderr);
     dup2(c->saved_fd, STDERR_FILENO);
     close(c->saved_fd);

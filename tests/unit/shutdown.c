@@ -22,7 +22,8 @@ static struct {
     int64_t remote_reply;
 } hk;
 
-static keel_future *hook(void *arg) {
+static keel_future *hook(void *arg)
+{
     unsigned me = keel_shard_id();
     char letter = *(const char *)arg;
     size_t n = strlen(hk.order[me]);
@@ -34,7 +35,8 @@ static keel_future *hook(void *arg) {
     return keel_make_ready(0);
 }
 
-static keel_future *register_hooks(void *arg) {
+static keel_future *register_hooks(void *arg)
+{
     (void)arg;
     H_CHECK_EQ(keel_at_exit(hook, "A"), 0);
     H_CHECK_EQ(keel_at_exit(hook, "B"), 0);
@@ -42,7 +44,8 @@ static keel_future *register_hooks(void *arg) {
     return keel_make_ready(0);
 }
 
-static void stop_now(void *ctx, keel_result r) {
+static void stop_now(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     atomic_store(&hk.stop_ns, h_now_ns());
@@ -50,13 +53,15 @@ static void stop_now(void *ctx, keel_result r) {
     keel_stop(); /* idempotent */
 }
 
-static void hooks_order_main(void *arg) {
+static void hooks_order_main(void *arg)
+{
     (void)arg;
     hk.stopping_before = keel_stopping();
     keel_on_done(keel_invoke_on_all(register_hooks, NULL), stop_now, NULL);
 }
 
-Test(shutdown, exit_hooks_run_in_reverse_order_on_every_shard_while_stopping_is_true) {
+Test(shutdown, exit_hooks_run_in_reverse_order_on_every_shard_while_stopping_is_true)
+{
     h_run(NSHARDS, hooks_order_main, NULL);
     cr_assert(!hk.stopping_before, "keel_stopping() was true before keel_stop()");
     for (int s = 0; s < NSHARDS; s++) {
@@ -69,24 +74,28 @@ Test(shutdown, exit_hooks_run_in_reverse_order_on_every_shard_while_stopping_is_
 
 /* A hook's future is awaited: a 50 ms sleep in it delays keel_run's return,
  * and the sleep completes normally (timers still run during hooks). */
-static void slow_hook_done(void *ctx, keel_result r) {
+static void slow_hook_done(void *ctx, keel_result r)
+{
     (void)ctx;
     hk.slow_sleep = r;
     hk.slow_done = true;
 }
 
-static keel_future *slow_hook(void *arg) {
+static keel_future *slow_hook(void *arg)
+{
     (void)arg;
     return keel_finally(keel_sleep(KEEL_MS(50)), slow_hook_done, NULL);
 }
 
-static void slow_hook_main(void *arg) {
+static void slow_hook_main(void *arg)
+{
     (void)arg;
     H_CHECK_EQ(keel_at_exit(slow_hook, NULL), 0);
     keel_on_done(keel_yield(), stop_now, NULL);
 }
 
-Test(shutdown, a_hook_that_sleeps_50_ms_delays_exit_until_its_future_resolves) {
+Test(shutdown, a_hook_that_sleeps_50_ms_delays_exit_until_its_future_resolves)
+{
     h_run(1, slow_hook_main, NULL);
     uint64_t ms = (h_now_ns() - atomic_load(&hk.stop_ns)) / 1000000;
     cr_assert(hk.slow_done, "keel_run returned before the hook's future resolved");
@@ -96,29 +105,34 @@ Test(shutdown, a_hook_that_sleeps_50_ms_delays_exit_until_its_future_resolves) {
 }
 
 /* Exit hooks may still talk to other shards. */
-static void remote_reply(void *ctx, keel_result r) {
+static void remote_reply(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     hk.remote_reply = r.val;
 }
 
-static keel_future *answer(void *arg) {
+static keel_future *answer(void *arg)
+{
     (void)arg;
     return keel_make_ready(100 + keel_shard_id());
 }
 
-static keel_future *messaging_hook(void *arg) {
+static keel_future *messaging_hook(void *arg)
+{
     (void)arg;
     return keel_finally(keel_submit_to(1, answer, NULL), remote_reply, NULL);
 }
 
-static void messaging_hook_main(void *arg) {
+static void messaging_hook_main(void *arg)
+{
     (void)arg;
     H_CHECK_EQ(keel_at_exit(messaging_hook, NULL), 0);
     keel_on_done(keel_yield(), stop_now, NULL);
 }
 
-Test(shutdown, an_exit_hook_can_submit_work_to_another_shard) {
+Test(shutdown, an_exit_hook_can_submit_work_to_another_shard)
+{
     h_run(NSHARDS, messaging_hook_main, NULL);
     cr_assert_eq(hk.remote_reply, 101);
 }
@@ -128,7 +142,8 @@ Test(shutdown, an_exit_hook_can_submit_work_to_another_shard) {
 static pthread_t helper;
 static _Atomic bool helper_started;
 
-static void *stop_from_thread(void *arg) {
+static void *stop_from_thread(void *arg)
+{
     (void)arg;
     usleep(20 * 1000);
     atomic_store(&hk.stop_ns, h_now_ns());
@@ -136,7 +151,8 @@ static void *stop_from_thread(void *arg) {
     return NULL;
 }
 
-static void foreign_stop_main(void *arg) {
+static void foreign_stop_main(void *arg)
+{
     (void)arg;
     /* Something pending, so the shards are asleep in the kernel when the
      * stop arrives and must be woken. */
@@ -144,7 +160,8 @@ static void foreign_stop_main(void *arg) {
     atomic_store(&helper_started, pthread_create(&helper, NULL, stop_from_thread, NULL) == 0);
 }
 
-Test(shutdown, keel_stop_from_a_thread_that_is_no_shard_stops_the_runtime) {
+Test(shutdown, keel_stop_from_a_thread_that_is_no_shard_stops_the_runtime)
+{
     h_run(NSHARDS, foreign_stop_main, NULL);
     cr_assert(atomic_load(&helper_started));
     pthread_join(helper, NULL);
@@ -156,7 +173,8 @@ Test(shutdown, keel_stop_from_a_thread_that_is_no_shard_stops_the_runtime) {
 
 static _Atomic int sigterm_hook_ran;
 
-static keel_future *sigterm_hook(void *arg) {
+static keel_future *sigterm_hook(void *arg)
+{
     (void)arg;
     atomic_fetch_add(&sigterm_hook_ran, 1);
     return keel_make_ready(0);
@@ -164,7 +182,8 @@ static keel_future *sigterm_hook(void *arg) {
 
 /* Created from a shard, so it inherits the mask in which keel blocks
  * SIGINT/SIGTERM: the signal stays pending for shard 0's signalfd. */
-static void *send_sigterm(void *arg) {
+static void *send_sigterm(void *arg)
+{
     (void)arg;
     usleep(20 * 1000);
     atomic_store(&hk.stop_ns, h_now_ns());
@@ -172,14 +191,16 @@ static void *send_sigterm(void *arg) {
     return NULL;
 }
 
-static void sigterm_main(void *arg) {
+static void sigterm_main(void *arg)
+{
     (void)arg;
     H_CHECK_EQ(keel_at_exit(sigterm_hook, NULL), 0);
     keel_detach(keel_sleep(KEEL_SEC(30)));
     atomic_store(&helper_started, pthread_create(&helper, NULL, send_sigterm, NULL) == 0);
 }
 
-Test(shutdown, sigterm_stops_keel_run_cleanly_with_zero) {
+Test(shutdown, sigterm_stops_keel_run_cleanly_with_zero)
+{
     h_capture cap;
     h_capture_begin(&cap);
     keel_config c;
@@ -203,21 +224,24 @@ Test(shutdown, sigterm_stops_keel_run_cleanly_with_zero) {
 
 static _Atomic int runs;
 
-static void count_run(void *arg) {
+static void count_run(void *arg)
+{
     (void)arg;
     atomic_fetch_add(&runs, 1);
     H_CHECK(!keel_stopping());
     keel_on_done(keel_sleep(KEEL_MS(1)), h_stop_cb, NULL);
 }
 
-Test(shutdown, the_runtime_can_run_again_after_a_clean_stop) {
+Test(shutdown, the_runtime_can_run_again_after_a_clean_stop)
+{
     h_run(NSHARDS, count_run, NULL);
     h_run(NSHARDS, count_run, NULL);
     h_run(1, count_run, NULL);
     cr_assert_eq(atomic_load(&runs), 3);
 }
 
-Test(shutdown, keel_stop_without_a_running_runtime_does_nothing) {
+Test(shutdown, keel_stop_without_a_running_runtime_does_nothing)
+{
     keel_stop();
     cr_assert(!keel_stopping());
     h_run(1, count_run, NULL);

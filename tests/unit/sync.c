@@ -4,7 +4,10 @@
 /* A hung test fails with a timeout instead of stalling the whole run. */
 TestSuite(sync, .timeout = 60);
 
-static void store_result(void *ctx, keel_result r) { *(keel_result *)ctx = r; }
+static void store_result(void *ctx, keel_result r)
+{
+    *(keel_result *)ctx = r;
+}
 
 /* ---- gates ---------------------------------------------------------------------- */
 
@@ -17,13 +20,15 @@ static struct {
     uint64_t count_before_close;
 } gt;
 
-static void gate_closed(void *ctx, keel_result r) {
+static void gate_closed(void *ctx, keel_result r)
+{
     (void)ctx;
     gt.closed = r;
     gt.closed_done = true;
 }
 
-static void gate_main(void *arg) {
+static void gate_main(void *arg)
+{
     (void)arg;
     keel_gate_init(&gt.g);
     for (int i = 0; i < 3; i++)
@@ -40,7 +45,8 @@ static void gate_main(void *arg) {
     keel_stop();
 }
 
-Test(sync, gate_close_resolves_only_after_the_last_leave_and_refuses_new_entries) {
+Test(sync, gate_close_resolves_only_after_the_last_leave_and_refuses_new_entries)
+{
     h_run(1, gate_main, NULL);
     cr_assert_eq(gt.count_before_close, 3);
     cr_assert(!gt.closed_early[0] && !gt.closed_early[1] && !gt.closed_early[2],
@@ -50,7 +56,8 @@ Test(sync, gate_close_resolves_only_after_the_last_leave_and_refuses_new_entries
     cr_assert_eq(gt.enter_after_close, -KEEL_EGATE_CLOSED);
 }
 
-static void gate_empty_main(void *arg) {
+static void gate_empty_main(void *arg)
+{
     (void)arg;
     keel_gate_init(&gt.g);
     H_CHECK_EQ(keel_gate_enter(&gt.g), 0);
@@ -59,7 +66,8 @@ static void gate_empty_main(void *arg) {
     keel_on_done(keel_yield(), h_stop_cb, NULL);
 }
 
-Test(sync, closing_an_empty_gate_resolves_at_once) {
+Test(sync, closing_an_empty_gate_resolves_at_once)
+{
     h_run(1, gate_empty_main, NULL);
     cr_assert(gt.closed_done);
     cr_assert_eq(gt.closed.err, 0);
@@ -78,25 +86,29 @@ static struct {
     keel_result op_results[2];
 } wg;
 
-static void wg_op_finished(void *ctx, keel_result r) {
+static void wg_op_finished(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     wg.finished++;
 }
 
-static keel_future *wg_value(void *ctx, keel_result r) {
+static keel_future *wg_value(void *ctx, keel_result r)
+{
     (void)r;
     return keel_make_ready((int64_t)(uintptr_t)ctx);
 }
 
 /* Sleeps ctx ms, then resolves to ctx. */
-static keel_future *wg_op(void *ctx) {
+static keel_future *wg_op(void *ctx)
+{
     wg.calls++;
     uint64_t ms = (uint64_t)(uintptr_t)ctx;
     return keel_finally(keel_then(keel_sleep(KEEL_MS(ms)), wg_value, ctx), wg_op_finished, NULL);
 }
 
-static void wg_closed(void *ctx, keel_result r) {
+static void wg_closed(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     wg.finished_at_close = wg.finished;
@@ -104,7 +116,8 @@ static void wg_closed(void *ctx, keel_result r) {
     keel_stop();
 }
 
-static void with_gate_main(void *arg) {
+static void with_gate_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     keel_gate_init(&gt.g);
@@ -116,7 +129,8 @@ static void with_gate_main(void *arg) {
     keel_on_done(keel_with_gate(&gt.g, wg_op, (void *)1), store_result, &wg.refused);
 }
 
-Test(sync, with_gate_holds_the_gate_until_its_future_resolves_and_is_refused_after_close) {
+Test(sync, with_gate_holds_the_gate_until_its_future_resolves_and_is_refused_after_close)
+{
     h_run(1, with_gate_main, NULL);
     cr_assert_eq(wg.calls, 2, "fn was called %d times; a closed gate must not call it", wg.calls);
     cr_assert_eq(wg.refused.err, -KEEL_EGATE_CLOSED);
@@ -139,7 +153,8 @@ static struct {
     size_t waiters_at_start;
 } sb;
 
-static keel_future *sb_leave(void *ctx, keel_result r) {
+static keel_future *sb_leave(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     sb.inside--;
@@ -147,7 +162,8 @@ static keel_future *sb_leave(void *ctx, keel_result r) {
     return keel_make_ready(0);
 }
 
-static keel_future *sb_enter(void *ctx, keel_result r) {
+static keel_future *sb_enter(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     if (++sb.inside > sb.max_inside)
@@ -155,20 +171,23 @@ static keel_future *sb_enter(void *ctx, keel_result r) {
     return keel_then(keel_sleep(KEEL_MS(5)), sb_leave, NULL);
 }
 
-static keel_future *sb_task(void *ctx, size_t i) {
+static keel_future *sb_task(void *ctx, size_t i)
+{
     (void)ctx;
     (void)i;
     return keel_then(keel_sem_wait(&sb.s, 1), sb_enter, NULL);
 }
 
-static void sb_all_done(void *ctx, keel_result r) {
+static void sb_all_done(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     sb.available_at_end = keel_sem_available(&sb.s);
     keel_stop();
 }
 
-static void sem_bound_main(void *arg) {
+static void sem_bound_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     keel_sem_init(&sb.s, SEM_COUNT);
@@ -177,7 +196,8 @@ static void sem_bound_main(void *arg) {
     keel_on_done(f, sb_all_done, NULL);
 }
 
-Test(sync, a_semaphore_of_three_lets_exactly_three_tasks_in_at_once) {
+Test(sync, a_semaphore_of_three_lets_exactly_three_tasks_in_at_once)
+{
     h_run(1, sem_bound_main, NULL);
     cr_assert_eq(sb.max_inside, SEM_COUNT, "max concurrently inside: %d", sb.max_inside);
     cr_assert_eq(sb.waiters_at_start, SEM_TASKS - SEM_COUNT);
@@ -196,12 +216,14 @@ static struct {
     int64_t available_at_end;
 } ff;
 
-static void ff_granted(void *ctx, keel_result r) {
+static void ff_granted(void *ctx, keel_result r)
+{
     H_CHECK_EQ(r.err, 0);
     ff.order[ff.n++] = *(const char *)ctx;
 }
 
-static void fifo_main(void *arg) {
+static void fifo_main(void *arg)
+{
     (void)arg;
     keel_sem_init(&ff.s, 0);
     /* A wants 2, B and C want 1 each. */
@@ -222,7 +244,8 @@ static void fifo_main(void *arg) {
     keel_stop();
 }
 
-Test(sync, semaphore_waiters_are_granted_in_fifo_order_and_a_large_request_is_not_overtaken) {
+Test(sync, semaphore_waiters_are_granted_in_fifo_order_and_a_large_request_is_not_overtaken)
+{
     h_run(1, fifo_main, NULL);
     cr_assert(!ff.try_jumped, "keel_sem_try_wait took a unit while others waited");
     cr_assert_str_eq(ff.after_signal[0], "", "one unit must not go to B ahead of A");
@@ -246,19 +269,22 @@ static struct {
     keel_result pre_aborted;
 } aw;
 
-static void aw_a(void *ctx, keel_result r) {
+static void aw_a(void *ctx, keel_result r)
+{
     (void)ctx;
     aw.a = r;
     aw.a_done = true;
 }
 
-static void aw_b(void *ctx, keel_result r) {
+static void aw_b(void *ctx, keel_result r)
+{
     (void)ctx;
     aw.b = r;
     aw.b_done = true;
 }
 
-static void abortable_main(void *arg) {
+static void abortable_main(void *arg)
+{
     (void)arg;
     keel_sem_init(&aw.s, 1);
     keel_abort_source_init(&aw.as);
@@ -277,7 +303,8 @@ static void abortable_main(void *arg) {
     keel_stop();
 }
 
-Test(sync, aborting_a_semaphore_wait_fails_it_ecanceled_removes_it_and_leaks_no_units) {
+Test(sync, aborting_a_semaphore_wait_fails_it_ecanceled_removes_it_and_leaks_no_units)
+{
     h_run(1, abortable_main, NULL);
     cr_assert(aw.a_done);
     cr_assert_eq(aw.a.err, -ECANCELED);
@@ -292,7 +319,8 @@ Test(sync, aborting_a_semaphore_wait_fails_it_ecanceled_removes_it_and_leaks_no_
 
 /* A granted abortable wait must unsubscribe: aborting afterwards changes
  * nothing (and touches no freed waiter). */
-static void granted_then_abort_main(void *arg) {
+static void granted_then_abort_main(void *arg)
+{
     (void)arg;
     keel_sem_init(&aw.s, 0);
     keel_abort_source_init(&aw.as);
@@ -307,7 +335,8 @@ static void granted_then_abort_main(void *arg) {
     keel_stop();
 }
 
-Test(sync, aborting_after_a_semaphore_wait_was_granted_changes_nothing) {
+Test(sync, aborting_after_a_semaphore_wait_was_granted_changes_nothing)
+{
     h_run(1, granted_then_abort_main, NULL);
     cr_assert_eq(aw.a.err, 0);
     cr_assert(!aw.b_done_after_abort, "an unrelated waiter was resolved by the abort");
@@ -326,7 +355,8 @@ static struct {
     size_t waiters_after;
 } br;
 
-static void break_main(void *arg) {
+static void break_main(void *arg)
+{
     (void)arg;
     keel_sem_init(&br.s, 0);
     keel_on_done(keel_sem_wait(&br.s, 1), store_result, &br.w[0]);
@@ -339,7 +369,8 @@ static void break_main(void *arg) {
     keel_stop();
 }
 
-Test(sync, breaking_a_semaphore_fails_every_current_and_future_waiter) {
+Test(sync, breaking_a_semaphore_fails_every_current_and_future_waiter)
+{
     h_run(1, break_main, NULL);
     cr_assert_eq(br.w[0].err, -KEEL_ESEM_BROKEN);
     cr_assert_eq(br.w[1].err, -KEEL_ESEM_BROKEN);

@@ -17,7 +17,8 @@ static struct {
     int n;
 } ord;
 
-static void order_fired(void *ctx, keel_result r) {
+static void order_fired(void *ctx, keel_result r)
+{
     unsigned ms = (unsigned)(uintptr_t)ctx;
     H_CHECK_EQ(r.err, 0);
     ord.elapsed_ms[ord.n] = h_ms_since(ord.t0);
@@ -26,16 +27,17 @@ static void order_fired(void *ctx, keel_result r) {
         keel_stop();
 }
 
-static void order_main(void *arg) {
+static void order_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     ord.t0 = h_now_ns();
     for (int i = 0; i < ORDER_N; i++)
-        keel_on_done(keel_sleep(KEEL_MS(order_ms[i])), order_fired,
-                     (void *)(uintptr_t)order_ms[i]);
+        keel_on_done(keel_sleep(KEEL_MS(order_ms[i])), order_fired, (void *)(uintptr_t)order_ms[i]);
 }
 
-Test(timers, sleeps_fire_in_deadline_order_and_never_early) {
+Test(timers, sleeps_fire_in_deadline_order_and_never_early)
+{
     h_run(1, order_main, NULL);
     cr_assert_eq(ord.n, ORDER_N);
     for (int i = 0; i < ORDER_N; i++) {
@@ -54,21 +56,24 @@ static struct {
     uint64_t ms;
 } zero;
 
-static void zero_fired(void *ctx, keel_result r) {
+static void zero_fired(void *ctx, keel_result r)
+{
     (void)ctx;
     zero.r = r;
     zero.ms = h_ms_since(zero.t0);
     keel_stop();
 }
 
-static void zero_main(void *arg) {
+static void zero_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     zero.t0 = h_now_ns();
     keel_on_done(keel_sleep(0), zero_fired, NULL);
 }
 
-Test(timers, a_zero_sleep_resolves_promptly) {
+Test(timers, a_zero_sleep_resolves_promptly)
+{
     h_run(1, zero_main, NULL);
     cr_assert_eq(zero.r.err, 0);
     cr_assert_lt(zero.ms, 1000);
@@ -87,7 +92,8 @@ static struct {
     keel_result immediate;
 } ab;
 
-static void ab_done(void *ctx, keel_result r) {
+static void ab_done(void *ctx, keel_result r)
+{
     int i = (int)(uintptr_t)ctx;
     ab.r[i] = r;
     ab.ms[i] = h_ms_since(ab.t0);
@@ -95,7 +101,8 @@ static void ab_done(void *ctx, keel_result r) {
         keel_stop();
 }
 
-static void ab_request(void *ctx, keel_result r) {
+static void ab_request(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     keel_abort_source_request(&ab.as);
@@ -104,7 +111,8 @@ static void ab_request(void *ctx, keel_result r) {
     keel_abort_source_request(&ab.as); /* idempotent */
 }
 
-static void abort_main(void *arg) {
+static void abort_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     keel_abort_source_init(&ab.as);
@@ -116,7 +124,8 @@ static void abort_main(void *arg) {
     keel_on_done(keel_sleep(KEEL_MS(10)), ab_request, NULL);
 }
 
-Test(timers, aborting_the_source_cancels_its_pending_sleeps_promptly_and_no_others) {
+Test(timers, aborting_the_source_cancels_its_pending_sleeps_promptly_and_no_others)
+{
     h_run(1, abort_main, NULL);
     cr_assert_eq(ab.r[0].err, -ECANCELED, "got %d", ab.r[0].err);
     cr_assert_eq(ab.r[1].err, -ECANCELED, "got %d", ab.r[1].err);
@@ -128,7 +137,8 @@ Test(timers, aborting_the_source_cancels_its_pending_sleeps_promptly_and_no_othe
     cr_assert_geq(ab.ms[2], 30);
 }
 
-static void aborted_main(void *arg) {
+static void aborted_main(void *arg)
+{
     (void)arg;
     keel_abort_source_init(&ab.as);
     keel_abort_source_request(&ab.as);
@@ -141,7 +151,8 @@ static void aborted_main(void *arg) {
     keel_stop();
 }
 
-Test(timers, a_sleep_on_an_already_aborted_source_fails_ecanceled_immediately) {
+Test(timers, a_sleep_on_an_already_aborted_source_fails_ecanceled_immediately)
+{
     h_run(1, aborted_main, NULL);
     cr_assert(ab.ready_at_once, "the sleep was not failed at once");
     cr_assert_eq(ab.immediate.err, -ECANCELED);
@@ -149,7 +160,8 @@ Test(timers, a_sleep_on_an_already_aborted_source_fails_ecanceled_immediately) {
 
 /* A source whose sleep already fired: a later abort must not touch it (the
  * sleeper unsubscribed when it fired and its memory is recycled). */
-static void fired_then_abort(void *ctx, keel_result r) {
+static void fired_then_abort(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     /* Reuse the freed sleeper's memory for a new, unrelated sleep. */
@@ -158,7 +170,8 @@ static void fired_then_abort(void *ctx, keel_result r) {
     ab_done((void *)0, r);
 }
 
-static void fired_main(void *arg) {
+static void fired_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     keel_abort_source_init(&ab.as);
@@ -167,7 +180,8 @@ static void fired_main(void *arg) {
     keel_on_done(keel_sleep_abortable(KEEL_MS(1), &ab.as), fired_then_abort, NULL);
 }
 
-Test(timers, aborting_after_the_sleep_fired_does_not_affect_later_sleeps) {
+Test(timers, aborting_after_the_sleep_fired_does_not_affect_later_sleeps)
+{
     h_run(1, fired_main, NULL);
     cr_assert_eq(ab.r[0].err, 0);
     cr_assert_eq(ab.r[1].err, 0, "an unrelated sleep got %d", ab.r[1].err);
@@ -186,7 +200,8 @@ static struct {
     uint64_t max_ms;
 } many;
 
-static void many_fired(void *ctx, keel_result r) {
+static void many_fired(void *ctx, keel_result r)
+{
     uint64_t want_ms = (uint64_t)(uintptr_t)ctx;
     H_CHECK_EQ(r.err, 0);
     uint64_t ms = h_ms_since(many.t0);
@@ -203,7 +218,8 @@ static void many_fired(void *ctx, keel_result r) {
     }
 }
 
-static void many_main(void *arg) {
+static void many_main(void *arg)
+{
     (void)arg;
     h_watchdog(20000);
     keel_shard_stats st;
@@ -218,7 +234,8 @@ static void many_main(void *arg) {
     }
 }
 
-Test(timers, a_hundred_thousand_pending_sleeps_all_fire_and_share_one_kernel_timeout) {
+Test(timers, a_hundred_thousand_pending_sleeps_all_fire_and_share_one_kernel_timeout)
+{
     h_run(1, many_main, NULL);
     cr_assert_eq(many.fired, MANY);
     cr_assert_eq(many.early, 0, "%u sleeps fired early", many.early);

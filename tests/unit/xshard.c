@@ -31,7 +31,8 @@ typedef struct pair_state {
 static pair_state pairs[NSHARDS][NSHARDS]; /* [from][to] */
 static _Atomic uint64_t storm_msgs_sent[NSHARDS];
 
-static keel_future *storm_recv(void *arg) {
+static keel_future *storm_recv(void *arg)
+{
     uintptr_t a = (uintptr_t)arg;
     unsigned from = a & 0xff;
     uint64_t seq = a >> 8;
@@ -48,7 +49,8 @@ static keel_future *storm_recv(void *arg) {
 
 static void storm_send_one(pair_state *p);
 
-static void storm_reply(void *ctx, keel_result r) {
+static void storm_reply(void *ctx, keel_result r)
+{
     pair_state *p = ctx;
     if (r.err) {
         H_FAIL("message to shard %u failed: %s", p->to, keel_strerror(r.err));
@@ -65,13 +67,15 @@ static void storm_reply(void *ctx, keel_result r) {
         keel_promise_set_value(&p->done, 0);
 }
 
-static void storm_send_one(pair_state *p) {
+static void storm_send_one(pair_state *p)
+{
     uintptr_t arg = (uintptr_t)(p->sent++ << 8) | p->from;
     keel_on_done(keel_submit_to(p->to, storm_recv, (void *)arg), storm_reply, p);
 }
 
 /* Starts this shard's senders; resolves when every reply came back. */
-static keel_future *storm_start(void *arg) {
+static keel_future *storm_start(void *arg)
+{
     (void)arg;
     unsigned me = keel_shard_id(), n = keel_shard_count();
     keel_future *fs[NSHARDS];
@@ -89,7 +93,8 @@ static keel_future *storm_start(void *arg) {
     return keel_when_all(fs, nf, NULL);
 }
 
-static keel_future *storm_stats(void *arg) {
+static keel_future *storm_stats(void *arg)
+{
     (void)arg;
     keel_shard_stats st;
     keel_shard_stats_get(keel_shard_id(), &st);
@@ -97,7 +102,8 @@ static keel_future *storm_stats(void *arg) {
     return keel_make_ready(0);
 }
 
-static keel_future *storm_collect(void *ctx, keel_result r) {
+static keel_future *storm_collect(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_invoke_on_all(storm_stats, NULL);
@@ -105,7 +111,8 @@ static keel_future *storm_collect(void *ctx, keel_result r) {
 
 static uint64_t storm_t0, storm_ms;
 
-static void storm_done(void *ctx, keel_result r) {
+static void storm_done(void *ctx, keel_result r)
+{
     (void)ctx;
     storm_ms = h_ms_since(storm_t0);
     if (r.err)
@@ -113,7 +120,8 @@ static void storm_done(void *ctx, keel_result r) {
     keel_stop();
 }
 
-static void storm_main(void *arg) {
+static void storm_main(void *arg)
+{
     (void)arg;
     h_watchdog(30000);
     storm_t0 = h_now_ns();
@@ -124,7 +132,8 @@ static void storm_main(void *arg) {
     keel_on_done(keel_then(all, storm_collect, NULL), storm_done, NULL);
 }
 
-Test(xshard, a_million_messages_per_shard_pair_through_8_slot_rings_arrive_all_and_in_order) {
+Test(xshard, a_million_messages_per_shard_pair_through_8_slot_rings_arrive_all_and_in_order)
+{
     h_require_shards(NSHARDS);
     keel_config c;
     h_config(&c, NSHARDS);
@@ -157,26 +166,30 @@ static struct {
     int done;
 } st;
 
-static keel_future *plus_one_here(void *arg) {
+static keel_future *plus_one_here(void *arg)
+{
     atomic_fetch_add(&st.ran_on[keel_shard_id()], 1);
     return keel_make_ready((int64_t)(intptr_t)arg + 1);
 }
 
-static void st_record(void *ctx, keel_result r) {
+static void st_record(void *ctx, keel_result r)
+{
     int i = (int)(intptr_t)ctx;
     st.r[i] = r;
     if (++st.done == 2)
         keel_stop();
 }
 
-static void submit_self_main(void *arg) {
+static void submit_self_main(void *arg)
+{
     (void)arg;
     keel_on_done(keel_submit_to(keel_shard_id(), plus_one_here, (void *)41), st_record, (void *)0);
     st.ran_inside_call = atomic_load(&st.ran_on[0]) != 0;
     keel_on_done(keel_submit_to(1, plus_one_here, (void *)99), st_record, (void *)1);
 }
 
-Test(xshard, submit_to_self_runs_fn_later_as_a_task_and_submit_to_another_runs_it_there) {
+Test(xshard, submit_to_self_runs_fn_later_as_a_task_and_submit_to_another_runs_it_there)
+{
     h_run(NSHARDS, submit_self_main, NULL);
     cr_assert(!st.ran_inside_call, "submit_to(self) ran fn inside the call");
     cr_assert(st.r[0].err == 0 && st.r[0].val == 42);
@@ -185,42 +198,49 @@ Test(xshard, submit_to_self_runs_fn_later_as_a_task_and_submit_to_another_runs_i
     cr_assert_eq(atomic_load(&st.ran_on[1]), 1);
 }
 
-static keel_future *fail_eio(void *arg) {
+static keel_future *fail_eio(void *arg)
+{
     (void)arg;
     return keel_make_error(-EIO);
 }
 
-static keel_future *fail_after(void *ctx, keel_result r) {
+static keel_future *fail_after(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r;
     return keel_make_error(-ENOENT);
 }
 
-static keel_future *sleep_then_fail(void *arg) {
+static keel_future *sleep_then_fail(void *arg)
+{
     (void)arg;
     return keel_then(keel_sleep(KEEL_MS(5)), fail_after, NULL);
 }
 
-static void submit_err_main(void *arg) {
+static void submit_err_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     keel_on_done(keel_submit_to(1, fail_eio, NULL), st_record, (void *)0);
     keel_on_done(keel_submit_to(1, sleep_then_fail, NULL), st_record, (void *)1);
 }
 
-Test(xshard, an_error_from_the_remote_function_reaches_the_caller_ready_or_later) {
+Test(xshard, an_error_from_the_remote_function_reaches_the_caller_ready_or_later)
+{
     h_run(NSHARDS, submit_err_main, NULL);
     cr_assert_eq(st.r[0].err, -EIO, "got %d", st.r[0].err);
     cr_assert_eq(st.r[1].err, -ENOENT, "got %d", st.r[1].err);
 }
 
-static void submit_self_err_main(void *arg) {
+static void submit_self_err_main(void *arg)
+{
     (void)arg;
     keel_on_done(keel_submit_to(0, fail_eio, NULL), st_record, (void *)0);
     keel_on_done(keel_submit_to(0, sleep_then_fail, NULL), st_record, (void *)1);
 }
 
-Test(xshard, an_error_from_a_function_submitted_to_self_reaches_the_caller) {
+Test(xshard, an_error_from_a_function_submitted_to_self_reaches_the_caller)
+{
     h_run(1, submit_self_err_main, NULL);
     cr_assert_eq(st.r[0].err, -EIO);
     cr_assert_eq(st.r[1].err, -ENOENT);
@@ -234,7 +254,8 @@ static struct {
     keel_result r;
 } ia;
 
-static keel_future *ia_fn(void *arg) {
+static keel_future *ia_fn(void *arg)
+{
     H_CHECK(arg == (void *)&ia);
     unsigned id = keel_shard_id();
     atomic_fetch_add(&ia.calls[id], 1);
@@ -243,12 +264,14 @@ static keel_future *ia_fn(void *arg) {
     return keel_make_ready(id);
 }
 
-static void ia_main(void *arg) {
+static void ia_main(void *arg)
+{
     (void)arg;
     h_stop_when_done(keel_invoke_on_all(ia_fn, &ia), &ia.r);
 }
 
-Test(xshard, invoke_on_all_runs_fn_exactly_once_on_every_shard_and_resolves_to_zero) {
+Test(xshard, invoke_on_all_runs_fn_exactly_once_on_every_shard_and_resolves_to_zero)
+{
     h_run(NSHARDS, ia_main, NULL);
     for (int i = 0; i < NSHARDS; i++)
         cr_assert_eq(atomic_load(&ia.calls[i]), 1, "shard %d ran fn %d times", i,
@@ -259,7 +282,8 @@ Test(xshard, invoke_on_all_runs_fn_exactly_once_on_every_shard_and_resolves_to_z
                  (long long)ia.r.val);
 }
 
-Test(xshard, invoke_on_all_resolves_to_the_error_of_the_lowest_failing_shard) {
+Test(xshard, invoke_on_all_resolves_to_the_error_of_the_lowest_failing_shard)
+{
     atomic_store(&ia.fail_mask, 2);
     h_run(NSHARDS, ia_main, NULL);
     cr_assert_eq(ia.r.err, -EIO, "only shard 1 failed; got %d", ia.r.err);
@@ -267,7 +291,8 @@ Test(xshard, invoke_on_all_resolves_to_the_error_of_the_lowest_failing_shard) {
     cr_assert_eq(atomic_load(&ia.calls[1]), 1);
 }
 
-Test(xshard, invoke_on_all_with_every_shard_failing_reports_shard_zeros_error) {
+Test(xshard, invoke_on_all_with_every_shard_failing_reports_shard_zeros_error)
+{
     atomic_store(&ia.fail_mask, 3);
     h_run(NSHARDS, ia_main, NULL);
     cr_assert_eq(ia.r.err, -EPIPE, "got %d", ia.r.err);
@@ -290,7 +315,8 @@ static struct {
     bool local_ok;
 } sv;
 
-static void *svc_create(void *arg) {
+static void *svc_create(void *arg)
+{
     unsigned id = keel_shard_id();
     atomic_fetch_add(&sv.created[id], 1);
     if (sv.fail_create_on_1 && id == 1)
@@ -304,7 +330,8 @@ static void *svc_create(void *arg) {
     return s;
 }
 
-static void svc_destroy(void *inst) {
+static void svc_destroy(void *inst)
+{
     svc *s = inst;
     atomic_fetch_add(&sv.destroyed[keel_shard_id()], 1);
     if (s->shard != keel_shard_id())
@@ -312,7 +339,8 @@ static void svc_destroy(void *inst) {
     free(s);
 }
 
-static keel_future *svc_hit(void *inst, void *arg) {
+static keel_future *svc_hit(void *inst, void *arg)
+{
     svc *s = inst;
     H_CHECK(arg == (void *)&sv);
     if (s->shard != keel_shard_id())
@@ -321,30 +349,35 @@ static keel_future *svc_hit(void *inst, void *arg) {
     return keel_make_ready(s->shard);
 }
 
-static keel_future *svc_hits(void *inst, void *arg) {
+static keel_future *svc_hits(void *inst, void *arg)
+{
     (void)arg;
     return keel_make_ready((int64_t)((svc *)inst)->hits);
 }
 
-static keel_future *sv_step_stop(void *ctx, keel_result r) {
+static keel_future *sv_step_stop(void *ctx, keel_result r)
+{
     (void)ctx;
     sv.hits_on_1 = r.val;
     return keel_sharded_stop(&sv.s, svc_destroy);
 }
 
-static keel_future *sv_step_hits(void *ctx, keel_result r) {
+static keel_future *sv_step_hits(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     return keel_sharded_invoke_on(&sv.s, 1, svc_hits, NULL);
 }
 
-static keel_future *sv_step_all(void *ctx, keel_result r) {
+static keel_future *sv_step_all(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_OK(r, 1); /* invoke_on(1) resolves to shard 1's instance's shard */
     return keel_sharded_invoke_on_all(&sv.s, svc_hit, &sv);
 }
 
-static keel_future *sv_step_one(void *ctx, keel_result r) {
+static keel_future *sv_step_one(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_OK(r, 0); /* keel_sharded_start resolves to 0 */
     svc *local = keel_sharded_local(&sv.s);
@@ -352,7 +385,8 @@ static keel_future *sv_step_one(void *ctx, keel_result r) {
     return keel_sharded_invoke_on(&sv.s, 1, svc_hit, &sv);
 }
 
-static void sharded_main(void *arg) {
+static void sharded_main(void *arg)
+{
     (void)arg;
     h_watchdog(5000);
     keel_future *f = keel_sharded_start(&sv.s, svc_create, &sv);
@@ -363,7 +397,8 @@ static void sharded_main(void *arg) {
     h_stop_when_done(f, &sv.r);
 }
 
-Test(xshard, a_sharded_service_has_one_instance_per_shard_from_start_to_stop) {
+Test(xshard, a_sharded_service_has_one_instance_per_shard_from_start_to_stop)
+{
     h_run(NSHARDS, sharded_main, NULL);
     cr_assert_eq(sv.r.err, 0, "got %d (%s)", sv.r.err, keel_strerror(sv.r.err));
     cr_assert(sv.local_ok, "keel_sharded_local on shard 0 is not shard 0's instance");
@@ -375,21 +410,24 @@ Test(xshard, a_sharded_service_has_one_instance_per_shard_from_start_to_stop) {
     cr_assert_null(sv.s._instances, "keel_sharded_stop must free the instance table");
 }
 
-static keel_future *sv_stop_after_fail(void *ctx, keel_result r) {
+static keel_future *sv_stop_after_fail(void *ctx, keel_result r)
+{
     (void)ctx;
     sv.r = r;
     return keel_sharded_stop(&sv.s, svc_destroy);
 }
 
-static void sharded_fail_main(void *arg) {
+static void sharded_fail_main(void *arg)
+{
     (void)arg;
     sv.fail_create_on_1 = true;
-    keel_future *f = keel_then_wrapped(keel_sharded_start(&sv.s, svc_create, &sv),
-                                       sv_stop_after_fail, NULL);
+    keel_future *f =
+        keel_then_wrapped(keel_sharded_start(&sv.s, svc_create, &sv), sv_stop_after_fail, NULL);
     h_stop_when_ok(f);
 }
 
-Test(xshard, a_sharded_start_whose_create_fails_reports_enomem_and_stop_frees_the_rest) {
+Test(xshard, a_sharded_start_whose_create_fails_reports_enomem_and_stop_frees_the_rest)
+{
     h_run(NSHARDS, sharded_fail_main, NULL);
     cr_assert_eq(sv.r.err, -ENOMEM);
     cr_assert_eq(atomic_load(&sv.destroyed[0]), 1, "shard 0's instance was not destroyed");
@@ -406,28 +444,32 @@ static struct {
     _Atomic uint64_t stop_ns;
 } sd;
 
-static void sd_sleep_done(void *ctx, keel_result r) {
+static void sd_sleep_done(void *ctx, keel_result r)
+{
     (void)ctx;
     atomic_fetch_add(&sd.sleeps_done, 1);
     if (r.err == -ECANCELED)
         atomic_fetch_add(&sd.sleeps_cancelled, 1);
 }
 
-static keel_future *sd_remote(void *arg) {
+static keel_future *sd_remote(void *arg)
+{
     (void)arg;
     atomic_fetch_add(&sd.pings, 1);
     /* Some pings wait on a timer at the far end. */
     return (atomic_load(&sd.pings) & 7) == 0 ? keel_sleep(KEEL_MS(1)) : keel_make_ready(0);
 }
 
-static keel_future *sd_verdict(void *ctx, keel_result r) {
+static keel_future *sd_verdict(void *ctx, keel_result r)
+{
     (void)ctx;
     (void)r; /* -ECANCELED once the far end's timers are closed: fine */
     return keel_make_ready(keel_stopping() ? KEEL_STOP : KEEL_CONTINUE);
 }
 
 /* One iteration: a burst of fire-and-forget pings plus one we wait for. */
-static keel_future *sd_iter(void *ctx) {
+static keel_future *sd_iter(void *ctx)
+{
     (void)ctx;
     if (keel_stopping())
         return keel_make_ready(KEEL_STOP);
@@ -437,7 +479,8 @@ static keel_future *sd_iter(void *ctx) {
     return keel_then_wrapped(keel_submit_to(other, sd_remote, NULL), sd_verdict, NULL);
 }
 
-static keel_future *sd_start(void *arg) {
+static keel_future *sd_start(void *arg)
+{
     (void)arg;
     for (int i = 0; i < SD_SLEEPS; i++)
         keel_on_done(keel_sleep(KEEL_SEC(10 + i)), sd_sleep_done, NULL);
@@ -445,20 +488,23 @@ static keel_future *sd_start(void *arg) {
     return keel_make_ready(0);
 }
 
-static void sd_stop(void *ctx, keel_result r) {
+static void sd_stop(void *ctx, keel_result r)
+{
     (void)ctx;
     H_CHECK_EQ(r.err, 0);
     atomic_store(&sd.stop_ns, h_now_ns());
     keel_stop();
 }
 
-static void stop_in_flight_main(void *arg) {
+static void stop_in_flight_main(void *arg)
+{
     (void)arg;
     keel_detach(keel_invoke_on_all(sd_start, NULL));
     keel_on_done(keel_sleep(KEEL_MS(30)), sd_stop, NULL);
 }
 
-Test(xshard, stopping_with_messages_in_flight_and_timers_pending_returns_promptly_and_cleanly) {
+Test(xshard, stopping_with_messages_in_flight_and_timers_pending_returns_promptly_and_cleanly)
+{
     keel_config c;
     h_require_shards(NSHARDS);
     h_config(&c, NSHARDS);
