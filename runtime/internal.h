@@ -303,6 +303,9 @@ void keel__shard_note_activity(keel__shard *s);
 
 uint64_t keel__clock_ns(void);
 
+/* Wakes target through its eventfd. Async-signal-safe; any thread. */
+void keel__eventfd_wake(keel__shard *target);
+
 /* runtime/timer.c */
 void keel__timers_expire(keel__shard *s);
 uint64_t keel__timers_next_ns(keel__shard *s); /* UINT64_MAX: none */

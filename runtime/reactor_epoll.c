@@ -188,11 +188,7 @@ static void epoll_cancel(keel__shard *s, keel__op *op)
 static void epoll_wake(keel__shard *self, keel__shard *target)
 {
     (void)self;
-    uint64_t one = 1;
-    ssize_t n;
-    do {
-        n = write(target->wake_efd, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
+    keel__eventfd_wake(target);
 }
 
 static int epoll_bufs_init(keel__shard *s)

@@ -206,15 +206,6 @@ static void uring_buf_return(keel__shard *s, uint16_t bid)
     u->br_pending++;
 }
 
-static void eventfd_wake(keel__shard *target)
-{
-    uint64_t one = 1;
-    ssize_t n;
-    do {
-        n = write(target->wake_efd, &one, sizeof(one));
-    } while (n < 0 && errno == EINTR);
-}
-
 static void uring_wake(keel__shard *self, keel__shard *target)
 {
     uring_state *u = self ? self->backend_state : NULL;
@@ -230,7 +221,7 @@ static void uring_wake(keel__shard *self, keel__shard *target)
             return;
         }
     }
-    eventfd_wake(target);
+    keel__eventfd_wake(target);
 }
 
 static void uring_poll(keel__shard *s, uint64_t timeout_ns)

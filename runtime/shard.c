@@ -51,18 +51,28 @@ bool keel_stopping(void)
     return rt && atomic_load_explicit(&rt->stop_requested, memory_order_relaxed);
 }
 
+void keel__eventfd_wake(keel__shard *target)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    /* A full counter (EAGAIN) still leaves the fd readable: the wake-up
+     * is not lost. */
+    do {
+        n = write(target->wake_efd, &one, sizeof(one));
+    } while (n < 0 && errno == EINTR);
+}
+
 /* Async-signal-safe: an atomic store and eventfd writes. */
 void keel_stop(void)
 {
     keel__runtime *rt = g_stop_target;
     if (!rt)
         return;
+    int saved_errno = errno; /* a signal handler must leave errno as it was */
     atomic_store(&rt->stop_requested, 1);
-    for (unsigned i = 0; i < rt->nshards; i++) {
-        uint64_t one = 1;
-        ssize_t n = write(rt->shards[i]->wake_efd, &one, sizeof(one));
-        (void)n; /* a full eventfd counter still wakes the reader */
-    }
+    for (unsigned i = 0; i < rt->nshards; i++)
+        keel__eventfd_wake(rt->shards[i]);
+    errno = saved_errno;
 }
 
 int keel_at_exit(keel_future *(*fn)(void *arg), void *arg)

@@ -37,6 +37,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cpulist.h"
+
 #define RBUF_SIZE (64 * 1024)
 #define MAX_EVENTS 256
 #define MAX_THREADS 256
@@ -66,34 +68,6 @@ static void die(const char *what)
 {
     fprintf(stderr, "epoll-echo: %s: %s\n", what, strerror(errno));
     exit(1);
-}
-
-static int parse_cpus(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (*s) {
-        char *end;
-        long a = strtol(s, &end, 10), b = a;
-        if (end == s || a < 0)
-            return -1;
-        if (*end == '-') {
-            s = end + 1;
-            b = strtol(s, &end, 10);
-            if (end == s || b < a)
-                return -1;
-        }
-        for (long c = a; c <= b; c++) {
-            if (n == max)
-                return -1;
-            out[n++] = (int)c;
-        }
-        s = end;
-        if (*s == ',')
-            s++;
-        else if (*s)
-            return -1;
-    }
-    return n;
 }
 
 static void close_conn(struct worker *w, int fd)

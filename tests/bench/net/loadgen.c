@@ -39,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpulist.h"
+
 #define MAX_THREADS 64
 #define MAX_EVENTS 512
 #define RBUF_SIZE (64 * 1024)
@@ -157,34 +159,6 @@ static void on_alarm(int sig)
     ssize_t r = write(2, msg, sizeof(msg) - 1);
     (void)r;
     _exit(1);
-}
-
-static int parse_cpus(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (*s) {
-        char *end;
-        long a = strtol(s, &end, 10), b = a;
-        if (end == s || a < 0)
-            return -1;
-        if (*end == '-') {
-            s = end + 1;
-            b = strtol(s, &end, 10);
-            if (end == s || b < a)
-                return -1;
-        }
-        for (long c = a; c <= b; c++) {
-            if (n == max)
-                return -1;
-            out[n++] = (int)c;
-        }
-        s = end;
-        if (*s == ',')
-            s++;
-        else if (*s)
-            return -1;
-    }
-    return n;
 }
 
 static void pin_self(int cpu)
