@@ -17,6 +17,13 @@
 #define DEFAULT_OUT_LIMIT (1u << 20)
 #define DEFAULT_IN_LIMIT (256u << 10)
 #define EXIT_GRACE_NS KEEL_SEC(5)
+/* Receive buffers are the shard's, shared by all its connections. One
+ * connection may hold this many bytes of them (unread input, or input
+ * forwarded and not yet sent); beyond it, data is copied into the
+ * connection's own memory and the buffer goes back at once. So a few
+ * clients that send without reading cannot starve the others of buffers,
+ * however large their limits. */
+#define PIN_MAX_BYTES (128u << 10)
 
 static void conn_maybe_finish_close(keel_conn *c);
 static void submit_send(keel__shard *s, keel_conn *c);
@@ -149,6 +156,21 @@ static void buf_unref(keel__shard *s, uint16_t bid)
     }
 }
 
+static inline char *in_addr(keel__shard *s, const in_seg *sg)
+{
+    return sg->own ? sg->own : buf_addr(s, sg->bid);
+}
+
+static void in_release(keel__shard *s, keel_conn *c, const in_seg *sg)
+{
+    if (sg->own) {
+        keel__free(sg->own, sg->cap);
+    } else {
+        c->pinned -= s->bufs->size;
+        buf_unref(s, sg->bid);
+    }
+}
+
 /* ---- segment rings -------------------------------------------------------------- */
 
 static void *ring_at(seg_ring *r, uint32_t i, size_t item)
@@ -203,15 +225,35 @@ static bool want_recv(const keel_conn *c)
     return !c->closing && !c->eof && !c->err && !c->recv_paused && !c->recv_starved;
 }
 
+/* The input limit, raised while a pending read needs more than it. */
+static size_t in_limit_now(const keel_conn *c)
+{
+    if ((c->read_kind == READ_EXACT || c->read_kind == READ_UNTIL) && c->read_n >= c->in_limit)
+        return c->read_n + 1;
+    return c->in_limit;
+}
+
+/* A multishot recv cancelled (pause) and armed again can miss a reset that
+ * came meanwhile: it returns the queued data and then never reports the
+ * error (seen on Linux 6.18). So a resumed connection receives with one-
+ * shot recvs, each a fresh attempt that does see the error, until one
+ * comes back short (the socket's queue was drained); then multishot
+ * again. */
+static void conn_fail(keel_conn *c, int err);
+
 static void arm_recv(keel__shard *s, keel_conn *c)
 {
     if (c->recv_armed || !want_recv(c))
         return;
-    if (s->backend->submit(s, &c->recv_op) == 0) {
-        c->recv_armed = true;
-        c->inflight++;
-        NET(s)->stats.recv_rearms++;
+    c->recv_op.type = c->recv_single ? KEEL__OP_RECV : KEEL__OP_RECV_MULTI;
+    int err = s->backend->submit(s, &c->recv_op);
+    if (err) {
+        conn_fail(c, err);
+        return;
     }
+    c->recv_armed = true;
+    c->inflight++;
+    NET(s)->stats.recv_rearms++;
 }
 
 static void disarm_recv(keel__shard *s, keel_conn *c)
@@ -244,7 +286,7 @@ static bool read_ready(keel_conn *c, keel_result *res)
             in_seg *sg = IN_AT(c, i);
             if (pos + sg->len > c->read_scanned) {
                 size_t from = c->read_scanned > pos ? c->read_scanned - pos : 0;
-                const char *p = buf_addr(keel__shard_self(), sg->bid) + sg->off;
+                const char *p = in_addr(keel__shard_self(), sg) + sg->off;
                 size_t lim = sg->len;
                 if (pos + lim > c->read_n)
                     lim = c->read_n - pos;
@@ -330,17 +372,40 @@ static void recv_done(keel__op *op, int res, uint32_t flags)
         s->bufs->available--;
         n->stats.bufs_in_use++;
         n->stats.bytes_in += (uint64_t)res;
-        in_seg sg = {.bid = bid, .off = 0, .len = (uint32_t)res};
-        if (ring_push(&c->in, &sg, sizeof(sg))) {
+        if (op->type == KEEL__OP_RECV && (uint32_t)res < s->bufs->size)
+            c->recv_single = false; /* drained: multishot is safe again */
+        in_seg sg = {.own = NULL, .off = 0, .len = (uint32_t)res, .cap = 0, .bid = bid};
+        int err = 0;
+        if (c->pinned + s->bufs->size > PIN_MAX_BYTES) {
+            /* Over its share of the shard's buffers (input that arrived
+             * while a pause was being cancelled, or a slow reader): keep a
+             * private copy and give the buffer back. */
+            sg.own = keel__alloc((size_t)res);
+            sg.cap = (uint32_t)res;
+            if (sg.own)
+                memcpy(sg.own, buf_addr(s, bid), (size_t)res);
+            else
+                err = -ENOMEM;
             buf_unref(s, bid);
-            conn_fail(c, -ENOMEM);
+        } else {
+            c->pinned += s->bufs->size;
+        }
+        if (!err && ring_push(&c->in, &sg, sizeof(sg)))
+            err = -ENOMEM;
+        if (err) {
+            if (!sg.cap)
+                in_release(s, c, &sg);
+            else if (sg.own)
+                keel__free(sg.own, sg.cap);
+            conn_fail(c, err);
         } else {
             c->in_bytes += (size_t)res;
             touch(s, c);
-            if (c->in_bytes >= c->in_limit && !c->recv_paused) {
-                /* Backpressure: stop taking the shard's shared buffers; the
-                 * kernel's TCP window now pushes back on this client alone. */
+            if (c->in_bytes >= in_limit_now(c) && !c->recv_paused) {
+                /* Backpressure: stop receiving; the kernel's TCP window now
+                 * pushes back on this client alone. */
                 c->recv_paused = true;
+                c->recv_single = true;
                 disarm_recv(s, c);
             }
             check_read(c);
@@ -352,6 +417,7 @@ static void recv_done(keel__op *op, int res, uint32_t flags)
         /* The shard's buffers ran out: wait until some come back. */
         if (!c->recv_starved && !c->closing) {
             c->recv_starved = true;
+            c->recv_single = true;
             c->starved_next = n->starved_head;
             n->starved_head = c;
         }
@@ -435,17 +501,26 @@ static void submit_send(keel__shard *s, keel_conn *c)
     c->inflight++;
 }
 
-static void out_release(keel__shard *s, out_seg *sg)
+static void out_release(keel__shard *s, keel_conn *c, out_seg *sg)
 {
-    if (sg->bid >= 0)
+    if (sg->bid >= 0) {
+        c->pinned -= s->bufs->size;
         buf_unref(s, (uint16_t)sg->bid);
-    else
+    } else {
         keel__free(sg->base, sg->cap);
+    }
 }
 
 static void write_deadline_arm(keel__shard *s, keel_conn *c)
 {
     if (c->write_timeout_ns && c->write_timer.heap_idx == SIZE_MAX)
+        keel__timer_arm(&c->write_timer, s->now_ns + c->write_timeout_ns);
+}
+
+/* The write deadline measures a stall: progress starts it over. */
+static void write_deadline_progress(keel__shard *s, keel_conn *c)
+{
+    if (keel__timer_cancel(&c->write_timer))
         keel__timer_arm(&c->write_timer, s->now_ns + c->write_timeout_ns);
 }
 
@@ -472,11 +547,13 @@ static void send_done(keel__op *op, int res, uint32_t flags)
                 break;
             }
             left -= sg->len;
-            out_release(s, sg);
+            out_release(s, c, sg);
             ring_pop(&c->out, sizeof(out_seg));
         }
-        if (res > 0)
+        if (res > 0) {
             touch(s, c);
+            write_deadline_progress(s, c);
+        }
         if (c->out_bytes <= c->out_limit && keel_promise_pending(&c->write_p))
             keel_promise_set_value(&c->write_p, 0);
         if (keel_promise_pending(&c->flush_p) && c->sent_total >= c->flush_target)
@@ -510,14 +587,10 @@ static keel_future *after_queue(keel__shard *s, keel_conn *c)
     return keel_promise_init(&c->write_p);
 }
 
-keel_future *keel_conn_write(keel_conn *c, const void *data, size_t len)
+/* Appends a copy of data to c's output queue. 0 or -ENOMEM (nothing of
+ * the failed chunk is queued; the connection lives). */
+static int out_append_copy(keel_conn *c, const char *p, size_t len)
 {
-    keel__shard *s = keel__shard_self();
-    if (c->err)
-        return keel_make_error(c->err);
-    if (c->closing || c->shut_wr_pending)
-        return keel_make_error(-EPIPE);
-    const char *p = data;
     while (len) {
         out_seg *tail = c->out.count ? OUT_AT(c, c->out.count - 1) : NULL;
         /* Append to the tail chunk while it has room. Safe even while a send
@@ -539,34 +612,62 @@ keel_future *keel_conn_write(keel_conn *c, const void *data, size_t len)
         if (!sg.base || ring_push(&c->out, &sg, sizeof(sg))) {
             if (sg.base)
                 keel__free(sg.base, cap);
-            return keel_make_error(-ENOMEM); /* this write only; the connection lives */
+            return -ENOMEM;
         }
     }
-    return after_queue(s, c);
+    return 0;
+}
+
+static keel_future *check_writable(keel_conn *c)
+{
+    if (c->err)
+        return keel_make_error(c->err);
+    if (c->closing || c->shut_wr_pending)
+        return keel_make_error(-EPIPE);
+    return NULL;
+}
+
+keel_future *keel_conn_write(keel_conn *c, const void *data, size_t len)
+{
+    keel_future *refused = check_writable(c);
+    if (refused)
+        return refused;
+    if (out_append_copy(c, data, len))
+        return keel_make_error(-ENOMEM); /* this write only */
+    return after_queue(keel__shard_self(), c);
 }
 
 keel_future *keel_conn_forward(keel_conn *dst, keel_conn *src, size_t n)
 {
     keel__shard *s = keel__shard_self();
     assert(n <= src->in_bytes);
-    if (dst->err)
-        return keel_make_error(dst->err);
-    if (dst->closing || dst->shut_wr_pending)
-        return keel_make_error(-EPIPE);
+    keel_future *refused = check_writable(dst);
+    if (refused)
+        return refused;
     size_t left = n;
-    for (uint32_t i = 0; left && i < src->in.count; i++) {
+    int err = 0;
+    for (uint32_t i = 0; left && i < src->in.count && !err; i++) {
         in_seg *is = IN_AT(src, i);
         uint32_t take = left < is->len ? (uint32_t)left : is->len;
+        left -= take;
+        /* Share the receive buffer while dst is within its share of them;
+         * otherwise copy (see PIN_MAX_BYTES). */
+        if (is->own || dst->pinned + s->bufs->size > PIN_MAX_BYTES) {
+            err = out_append_copy(dst, in_addr(s, is) + is->off, take);
+            continue;
+        }
         out_seg os = {
             .base = buf_addr(s, is->bid), .off = is->off, .len = take, .cap = 0, .bid = is->bid};
-        if (ring_push(&dst->out, &os, sizeof(os)))
-            return keel_make_error(-ENOMEM);
+        if ((err = ring_push(&dst->out, &os, sizeof(os))))
+            break;
         s->bufs->refs[is->bid]++;
+        dst->pinned += s->bufs->size;
         dst->out_bytes += take;
         dst->queued_total += take;
-        left -= take;
     }
     keel_conn_consume(src, n);
+    if (err)
+        return keel_make_error(err);
     return after_queue(s, dst);
 }
 
@@ -621,6 +722,8 @@ static keel_future *start_read(keel_conn *c, uint8_t kind, size_t n, uint8_t del
         return keel_make_result(r);
     }
     keel_future *f = keel_promise_init(&c->read_p);
+    if (c->recv_paused && c->in_bytes < in_limit_now(c))
+        c->recv_paused = false; /* this read needs more than the limit holds */
     if (c->read_timeout_ns)
         keel__timer_arm(&c->read_timer, s->now_ns + c->read_timeout_ns);
     arm_recv(s, c);
@@ -653,7 +756,7 @@ const void *keel_conn_peek(const keel_conn *c, size_t *len)
     }
     in_seg *sg = IN_AT((keel_conn *)c, 0);
     *len = sg->len;
-    return buf_addr(keel__shard_self(), sg->bid) + sg->off;
+    return in_addr(keel__shard_self(), sg) + sg->off;
 }
 
 size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n)
@@ -663,7 +766,7 @@ size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n)
     for (uint32_t i = 0; done < n && i < c->in.count; i++) {
         in_seg *sg = IN_AT((keel_conn *)c, i);
         size_t take = n - done < sg->len ? n - done : sg->len;
-        memcpy((char *)dst + done, buf_addr(s, sg->bid) + sg->off, take);
+        memcpy((char *)dst + done, in_addr(s, sg) + sg->off, take);
         done += take;
     }
     return done;
@@ -682,7 +785,7 @@ void keel_conn_consume(keel_conn *c, size_t n)
             break;
         }
         n -= sg->len;
-        buf_unref(s, sg->bid);
+        in_release(s, c, sg);
         ring_pop(&c->in, sizeof(in_seg));
     }
     if (c->recv_paused && c->in_bytes <= c->in_limit / 2) {
@@ -821,11 +924,11 @@ static void conn_free(keel__shard *s, keel_conn *c)
     keel__timer_cancel(&c->write_timer);
     keel__timer_cancel(&c->idle_timer);
     while (c->in.count) {
-        buf_unref(s, IN_AT(c, 0)->bid);
+        in_release(s, c, IN_AT(c, 0));
         ring_pop(&c->in, sizeof(in_seg));
     }
     while (c->out.count) {
-        out_release(s, OUT_AT(c, 0));
+        out_release(s, c, OUT_AT(c, 0));
         ring_pop(&c->out, sizeof(out_seg));
     }
     ring_free(&c->in, sizeof(in_seg));

@@ -10,8 +10,10 @@
 #include "../runtime/internal.h"
 
 typedef struct in_seg {
-    uint16_t bid;
+    char *own; /* the connection's own copy, or NULL: receive buffer bid */
     uint32_t off, len;
+    uint32_t cap; /* own's size */
+    uint16_t bid;
 } in_seg;
 
 typedef struct out_seg {
@@ -46,6 +48,8 @@ struct keel_conn_s {
     bool recv_armed, recv_paused, recv_starved, eof;
     bool send_inflight, send_queued, closing, shut_wr_pending;
     bool fail_on_close; /* close without flushing */
+    bool recv_single;   /* one-shot recvs after a pause: see arm_recv */
+    uint32_t pinned;    /* bytes of shard receive buffers this connection holds */
     int inflight;       /* kernel ops holding this connection's memory */
     size_t read_n, read_scanned;
     keel_promise read_p, write_p, flush_p, shut_p, close_p;

@@ -129,6 +129,7 @@ enum {
     KEEL__OP_READ = 1,     /* read(fd, buf, len) at the current position */
     KEEL__OP_ACCEPT_MULTI, /* multishot accept: one completion per socket */
     KEEL__OP_RECV_MULTI,   /* multishot recv into the shard's provided buffers */
+    KEEL__OP_RECV,         /* one recv into a provided buffer */
     KEEL__OP_SENDMSG,      /* sendmsg(fd, msg, MSG_NOSIGNAL) */
     KEEL__OP_CONNECT,      /* connect(fd, addr, addrlen) */
 };

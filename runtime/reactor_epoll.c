@@ -233,7 +233,12 @@ static void do_recv(keel__shard *s, keel__op *op)
             finish(s, op, n < 0 ? -errno : 0, 0);
             return;
         }
-        uint32_t flags = KEEL__F_BUFFER | KEEL__F_MORE | ((uint32_t)bid << KEEL__BUF_SHIFT);
+        uint32_t flags = KEEL__F_BUFFER | ((uint32_t)bid << KEEL__BUF_SHIFT);
+        if (op->type == KEEL__OP_RECV) { /* single-shot: done after one */
+            finish(s, op, (int)n, flags);
+            return;
+        }
+        flags |= KEEL__F_MORE;
         bool short_read = (size_t)n < p->size;
         op->complete(op, (int)n, flags);
         /* The completion may have cancelled or closed: stop if so. */
@@ -342,12 +347,15 @@ static void epoll_poll(keel__shard *s, uint64_t timeout_ns)
     for (int i = 0; i < n; i++) {
         int fd = evs[i].data.fd;
         uint32_t ev = evs[i].events;
+        /* Completions may open sockets and grow the fd table: look the
+         * entry up afresh after each one, never hold a pointer across. */
         fd_entry *fe = &e->fds[fd];
         if (fe->wr && fe->wr->armed && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             do_write(s, fe->wr, false);
-        keel__op *rd = fe->rd;
+        keel__op *rd = e->fds[fd].rd;
         if (rd && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP))) {
             switch (rd->type) {
+            case KEEL__OP_RECV:
             case KEEL__OP_RECV_MULTI: do_recv(s, rd); break;
             case KEEL__OP_ACCEPT_MULTI: do_accept(s, rd); break;
             case KEEL__OP_READ: {
@@ -362,6 +370,7 @@ static void epoll_poll(keel__shard *s, uint64_t timeout_ns)
             }
             }
         }
+        fe = &e->fds[fd];
         if (!fe->rd && !fe->wr)
             sync_interest(e, fd, fe);
     }

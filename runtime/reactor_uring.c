@@ -149,6 +149,11 @@ static int uring_submit(keel__shard *s, keel__op *op)
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = BUF_GROUP;
         break;
+    case KEEL__OP_RECV:
+        io_uring_prep_recv(sqe, op->fd, NULL, s->bufs->size, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = BUF_GROUP;
+        break;
     case KEEL__OP_SENDMSG: io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL); break;
     case KEEL__OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen); break;
     default: return -EINVAL;

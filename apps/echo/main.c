@@ -11,6 +11,7 @@
 static struct {
     keel_listen_config listen;
     keel_listener *listener;
+    int exit_status;
 } app;
 
 static keel_future *echo_sent(void *ctx, keel_result r)
@@ -75,6 +76,7 @@ static void listening(void *ctx, keel_result r)
     if (r.err) {
         fprintf(stderr, "keel-echo: cannot listen on %s port %u: %s\n", app.listen.bind,
                 app.listen.port, keel_strerror(r.err));
+        app.exit_status = 1;
         keel_stop();
         return;
     }
@@ -162,5 +164,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "keel-echo: %s\n", keel_strerror(err));
         return 1;
     }
-    return 0;
+    return app.exit_status;
 }

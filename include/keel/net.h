@@ -129,11 +129,17 @@ keel_future *keel_conn_close(keel_conn *c);
 void keel_conn_abort(keel_conn *c);
 
 /* Deadlines, in ns (0: none): a read pending longer than read_ns fails
- * -ETIMEDOUT; output that cannot be sent within write_ns fails the
- * connection with -ETIMEDOUT; no traffic for idle_ns fails it likewise. */
+ * -ETIMEDOUT; queued output that makes no progress for write_ns (a peer
+ * that stopped reading) fails the connection with -ETIMEDOUT, while a slow
+ * peer that keeps reading is spared; no traffic for idle_ns fails it too. */
 void keel_conn_set_deadlines(keel_conn *c, uint64_t read_ns, uint64_t write_ns, uint64_t idle_ns);
 /* Output-queue limit for backpressure (default 1 MiB) and input limit at
- * which receiving pauses until the reader consumes (default 256 KiB). */
+ * which receiving pauses until the reader consumes (default 256 KiB; a
+ * pending read_exactly/read_until for more raises it while it waits). On
+ * io_uring a pause cancels the multishot recv, which may first take what
+ * the socket had queued, so buffered input can pass the limit by up to the
+ * socket's receive buffer, once; that excess is held in the connection's
+ * own memory, never in the shard's shared receive buffers. */
 void keel_conn_set_limits(keel_conn *c, size_t out_bytes, size_t in_bytes);
 int keel_conn_set_nodelay(keel_conn *c, bool on);
 int keel_conn_set_keepalive(keel_conn *c, bool on, unsigned idle_s, unsigned interval_s,
