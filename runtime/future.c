@@ -9,6 +9,7 @@ static inline keel_future *fut_alloc(keel__shard *s)
     keel_future *f = keel__slab_alloc(&s->slabs[KEEL__SLAB_64]);
     f->state = KEEL__F_PENDING;
     f->kind = KEEL__C_NONE;
+    f->flags = 0;
     f->next = NULL;
     f->qnext = NULL;
     f->shard = (uint16_t)s->id;

@@ -23,6 +23,10 @@
  * ones are queued, which bounds the stack of any chain. */
 #define KEEL__MAX_INLINE_DEPTH 32
 
+/* A shard busy only with cross-shard messages goes round its loop without
+ * entering the kernel, but enters at least this often to reap I/O. */
+#define KEEL__IO_POLL_NS 50000ull
+
 /* ---- logging ------------------------------------------------------------ */
 
 void keel__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -74,6 +78,9 @@ enum {
 
 enum { KEEL__F_PENDING = 0, KEEL__F_READY = 1 };
 
+/* On the run queue to be resolved (keel_yield), not to run a continuation. */
+#define KEEL__FF_YIELD 1
+
 enum {
     KEEL__C_NONE = 0, /* no consumer yet */
     KEEL__C_THEN,
@@ -96,6 +103,7 @@ struct keel_future_s {
     keel_future *qnext; /* run-queue link */
     uint8_t state;
     uint8_t kind;
+    uint8_t flags;  /* KEEL__FF_* */
     uint16_t shard; /* owner, for debug assertions */
 };
 _Static_assert(sizeof(struct keel_future_s) <= 64, "a future fits one slab-64 object");
@@ -192,6 +200,8 @@ typedef struct keel__reactor_ops {
     /* Asks the kernel to cancel op; op completes with -ECANCELED (or its
      * result, if it raced). */
     void (*cancel)(keel__shard *s, keel__op *op);
+    /* Whether operations are queued that only the next poll submits. */
+    bool (*has_queued)(keel__shard *s);
     /* Wakes target out of its poll. self is the calling shard, or NULL
      * from a thread that is no shard. */
     void (*wake)(keel__shard *self, keel__shard *target);
@@ -238,6 +248,7 @@ struct keel__shard {
     uint64_t now_ns;
     uint64_t quota_ns;
     uint64_t quota_deadline_ns;
+    uint64_t last_poll_ns;
 
     keel__slab slabs[KEEL__SLAB_CLASSES];
 
@@ -314,7 +325,8 @@ void keel__timers_cancel_all(keel__shard *s);
 
 /* runtime/sched.c: run queue */
 void keel__rq_push(keel__shard *s, keel_future *f);
-void keel__run_tasks(keel__shard *s);
+/* Returns whether it stopped because the quota was spent. */
+bool keel__run_tasks(keel__shard *s);
 void keel__run_continuation(keel__shard *s, keel_future *f);
 
 /* runtime/xshard.c */

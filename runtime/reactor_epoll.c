@@ -185,6 +185,11 @@ static void epoll_cancel(keel__shard *s, keel__op *op)
     push_ready(e, op);
 }
 
+static bool epoll_has_queued(keel__shard *s)
+{
+    return ((epoll_state *)s->backend_state)->ready_head != NULL;
+}
+
 static void epoll_wake(keel__shard *self, keel__shard *target)
 {
     (void)self;
@@ -384,6 +389,7 @@ const keel__reactor_ops keel__reactor_epoll = {
     .poll = epoll_poll,
     .submit = epoll_submit,
     .cancel = epoll_cancel,
+    .has_queued = epoll_has_queued,
     .wake = epoll_wake,
     .bufs_init = epoll_bufs_init,
     .buf_return = epoll_buf_return,

@@ -162,6 +162,12 @@ static int uring_submit(keel__shard *s, keel__op *op)
     return 0;
 }
 
+static bool uring_has_queued(keel__shard *s)
+{
+    uring_state *u = s->backend_state;
+    return io_uring_sq_ready(&u->ring) > 0 || u->br_pending > 0;
+}
+
 static void uring_cancel(keel__shard *s, keel__op *op)
 {
     uring_state *u = s->backend_state;
@@ -223,6 +229,11 @@ static void uring_wake(keel__shard *self, keel__shard *target)
             io_uring_sqe_set_data64(sqe, TAG_IGNORE);
             if (u->has_cqe_skip)
                 sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            /* Submitted now, not with the turn's other SQEs: the target
+             * then starts while we finish our turn. One syscall per wake,
+             * and wakes happen only to sleeping shards. */
+            io_uring_submit(&u->ring);
+            self->stats.enter_calls++;
             return;
         }
     }
@@ -289,6 +300,7 @@ const keel__reactor_ops keel__reactor_uring = {
     .poll = uring_poll,
     .submit = uring_submit,
     .cancel = uring_cancel,
+    .has_queued = uring_has_queued,
     .wake = uring_wake,
     .bufs_init = uring_bufs_init,
     .buf_return = uring_buf_return,

@@ -37,7 +37,14 @@ static keel_future *rq_pop(keel__shard *s)
 /* Runs queued tasks until the queue is empty or the quota is spent. The
  * clock is read every 16 tasks: a task is tens of ns, so that keeps the
  * quota's precision well under a microsecond at a fraction of the cost. */
-void keel__run_tasks(keel__shard *s)
+/* Runs queued tasks until the queue is empty or the quota is spent. The
+ * clock is read every 16 tasks: a task is tens of ns, so that keeps the
+ * quota's precision well under a microsecond at a fraction of the cost.
+ * At the same points it looks for messages from other shards and, if there
+ * are some, returns early (not spent) so the loop serves them now: a shard
+ * busy with its own tasks still answers another core within microseconds,
+ * not a quota later. */
+bool keel__run_tasks(keel__shard *s)
 {
     uint64_t start = keel__clock_ns();
     s->now_ns = start;
@@ -47,11 +54,23 @@ void keel__run_tasks(keel__shard *s)
     while ((f = rq_pop(s)) != NULL) {
         s->stats.tasks_run++;
         s->inline_depth = 0;
-        keel__run_continuation(s, f);
-        if ((++n & 15) == 0 && keel__clock_ns() >= s->quota_deadline_ns)
-            break;
+        if (f->flags & KEEL__FF_YIELD) {
+            f->flags &= (uint8_t)~KEEL__FF_YIELD;
+            keel__future_resolve(f, keel_ok(0));
+        } else {
+            keel__run_continuation(s, f);
+        }
+        if ((++n & 15) == 0) {
+            if (keel__clock_ns() >= s->quota_deadline_ns) {
+                s->inline_depth = 0;
+                return true;
+            }
+            if (keel__xshard_pending_in(s))
+                break;
+        }
     }
     s->inline_depth = 0;
+    return false;
 }
 
 bool keel_need_preempt(void)
@@ -65,15 +84,13 @@ uint64_t keel_now_ns(void)
     return keel__shard_self()->now_ns;
 }
 
+/* One future: queued pending and marked, it is resolved when the run queue
+ * reaches it, which runs whatever continuation was attached meanwhile. */
 keel_future *keel_yield(void)
 {
     keel__shard *s = keel__shard_self();
     keel_future *f = keel__future_new();
-    keel_future *out = keel__future_new();
-    f->state = KEEL__F_READY;
-    f->result = keel_ok(0);
-    f->kind = KEEL__C_FORWARD;
-    f->next = out;
+    f->flags |= KEEL__FF_YIELD;
     keel__rq_push(s, f);
-    return out;
+    return f;
 }

@@ -234,12 +234,14 @@ static void shard_loop(keel__shard *s)
     if (!epochs)
         abort();
     for (;;) {
-        keel__run_tasks(s);
+        bool quota_spent = keel__run_tasks(s);
         s->now_ns = keel__clock_ns();
-        keel__xshard_publish(s);
         bool got = keel__xshard_poll(s);
         got |= keel__blocking_poll(s);
         keel__timers_expire(s);
+        /* After polling, so replies staged while handling messages leave in
+         * this turn rather than after the next quota. */
+        keel__xshard_publish(s);
         if (got)
             keel__shard_note_activity(s);
         if (s->exit_state != KEEL__RUNNING ||
@@ -247,6 +249,15 @@ static void shard_loop(keel__shard *s)
             shutdown_step(s, epochs, &have_prev);
         if (atomic_load_explicit(&keel__rt->exit_now, memory_order_acquire))
             break;
+        if (s->before_poll)
+            s->before_poll(s);
+        s->stats.loop_turns++;
+        /* Busy with cross-shard work alone (the quota not spent, nothing to
+         * submit): go round again without a syscall, entering the kernel at
+         * least every KEEL__IO_POLL_NS to reap completions. */
+        if (!quota_spent && (got || s->rq_head) && !s->backend->has_queued(s) &&
+            s->now_ns - s->last_poll_ns < KEEL__IO_POLL_NS)
+            continue;
 
         uint64_t timeout = 0;
         if (!s->rq_head && !keel__xshard_staged(s)) {
@@ -267,13 +278,11 @@ static void shard_loop(keel__shard *s)
                 }
             }
         }
-        if (s->before_poll)
-            s->before_poll(s);
         if (timeout)
             s->stats.sleeps++;
         s->backend->poll(s, timeout);
+        s->last_poll_ns = s->now_ns;
         atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
-        s->stats.loop_turns++;
     }
     free(epochs);
 }

@@ -30,8 +30,10 @@ struct keel__msg {
 };
 _Static_assert(sizeof(struct keel__msg) <= 64, "a message fits one slab-64 object");
 
-/* Bounds the messages taken from one source per turn so one chatty shard
- * cannot starve the others or the loop's I/O. */
+/* Bounds the messages taken from one source per turn (whole chains, so it
+ * may be passed by one chain) so one chatty shard cannot starve the others
+ * or the loop's I/O. */
+#define PUBLISH_EVERY 256
 #define RECV_BUDGET 4096
 
 static unsigned round_pow2(unsigned v)
@@ -110,6 +112,7 @@ static inline ck_ring_buffer_t *buf_of(unsigned from, unsigned to)
 
 static void stage(keel__shard *s, unsigned to, keel__msg *m)
 {
+    s->stats.msgs_sent++;
     m->next = NULL;
     if (s->staged_tail[to])
         s->staged_tail[to]->next = m;
@@ -131,25 +134,18 @@ void keel__xshard_publish(keel__shard *s)
     unsigned n = keel__rt->nshards;
     bool any = false;
     for (unsigned t = 0; t < n; t++) {
-        keel__msg *m = s->staged_head[t];
-        if (!m)
+        keel__msg *chain = s->staged_head[t];
+        if (!chain)
             continue;
-        struct ck_ring *ring = ring_of(s->id, t);
-        ck_ring_buffer_t *buf = buf_of(s->id, t);
-        while (m) {
-            /* Read the link first: once enqueued, m belongs to the target,
-             * which may reuse it (as its reply, or freed) at once. */
-            keel__msg *next = m->next;
-            if (!ck_ring_enqueue_spsc(ring, buf, m))
-                break;
-            m = next;
-            s->stats.msgs_sent++;
-            s->staged_dirty[t] = true;
-            any = true;
-        }
-        s->staged_head[t] = m;
-        if (!m)
-            s->staged_tail[t] = NULL;
+        /* The turn's messages for t go out as one chain in one ring slot:
+         * the ring's shared indices are touched once per turn, not once per
+         * message. A full ring keeps the chain here, growing, in order. */
+        if (!ck_ring_enqueue_spsc(ring_of(s->id, t), buf_of(s->id, t), chain))
+            continue;
+        /* The chain is the target's now: forget it, touch none of it. */
+        s->staged_head[t] = s->staged_tail[t] = NULL;
+        s->staged_dirty[t] = true;
+        any = true;
     }
     if (!any)
         return;
@@ -189,18 +185,28 @@ bool keel__xshard_poll(keel__shard *s)
         struct ck_ring *ring = ring_of(from, s->id);
         ck_ring_buffer_t *buf = buf_of(from, s->id);
         keel__msg *m;
-        for (unsigned budget = RECV_BUDGET; budget && ck_ring_dequeue_spsc(ring, buf, &m);
-             budget--) {
+        unsigned budget = RECV_BUDGET;
+        while (budget && ck_ring_dequeue_spsc(ring, buf, &m)) {
             got = true;
-            s->stats.msgs_received++;
-            if (m->is_reply) {
-                s->outstanding--;
-                keel_promise p = m->reply;
-                keel_result r = m->result;
-                keel__free(m, sizeof(*m));
-                keel_promise_resolve(&p, r);
-            } else {
-                keel_on_done(m->fn(m->arg), reply_ready, m);
+            for (; m; budget = budget ? budget - 1 : 0) {
+                /* Read the link first: handling m may stage it as a reply,
+                 * which rewrites it. */
+                keel__msg *next = m->next;
+                s->stats.msgs_received++;
+                if (m->is_reply) {
+                    s->outstanding--;
+                    keel_promise p = m->reply;
+                    keel_result r = m->result;
+                    keel__free(m, sizeof(*m));
+                    keel_promise_resolve(&p, r);
+                } else {
+                    keel_on_done(m->fn(m->arg), reply_ready, m);
+                }
+                m = next;
+                /* Hand back what is done so far every so often, so the
+                 * sender works on replies while we work on the rest. */
+                if ((s->stats.msgs_received & (PUBLISH_EVERY - 1)) == 0)
+                    keel__xshard_publish(s);
             }
         }
     }
