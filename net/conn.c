@@ -91,7 +91,6 @@ keel__net *keel__net_shard(void)
     n->open.next = n->open.prev = &n->open;
     p->count = NET_BUFFERS;
     p->size = NET_BUFFER_BYTES;
-    p->available = p->count;
     p->refs = calloc(p->count, sizeof(uint16_t));
     /* mmap, not malloc: 16 MiB of buffers are touched only as traffic
      * needs them, and stay out of the allocator's arenas. */
@@ -461,7 +460,7 @@ static void net_before_poll(keel__shard *s)
     }
     /* Re-arm starved receivers only with a reserve of buffers, or they
      * would fail again at once. */
-    while (n->starved_head && s->bufs->available > s->bufs->count / 8) {
+    while (n->starved_head && s->bufs->available > s->bufs->provided / 8) {
         c = n->starved_head;
         n->starved_head = c->starved_next;
         c->recv_starved = false;

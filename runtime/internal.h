@@ -181,7 +181,8 @@ typedef struct keel__bufpool {
     char *base;
     uint32_t size;
     uint32_t count;
-    uint32_t available;
+    uint32_t provided;  /* buffers handed to the kernel so far (<= count) */
+    uint32_t available; /* of those, free now */
     uint16_t *refs;
 } keel__bufpool;
 

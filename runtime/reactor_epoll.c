@@ -206,6 +206,8 @@ static int epoll_bufs_init(keel__shard *s)
     for (uint32_t i = 0; i < p->count; i++)
         e->free_bufs[i] = (uint16_t)(p->count - 1 - i);
     e->nfree = p->count;
+    /* A LIFO free list reuses the same few buffers: all can be offered. */
+    p->provided = p->available = p->count;
     return 0;
 }
 
