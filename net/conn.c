@@ -473,6 +473,23 @@ static void submit_send(keel__shard *s, keel_conn *c)
     if (c->send_inflight || !c->out.count || c->err)
         return;
     uint32_t n = c->out.count < IOV_MAX_BATCH ? c->out.count : IOV_MAX_BATCH;
+    if (n == 1) {
+        /* The common case (one reply, one chunk): a plain send spares the
+         * kernel importing a msghdr and an iovec per operation. */
+        out_seg *sg = OUT_AT(c, 0);
+        c->send_op.type = KEEL__OP_SEND;
+        c->send_op.buf = sg->base + sg->off;
+        c->send_op.len = sg->len;
+        int err = s->backend->submit(s, &c->send_op);
+        if (err) {
+            conn_fail(c, err);
+            return;
+        }
+        c->send_inflight = true;
+        c->inflight++;
+        return;
+    }
+    c->send_op.type = KEEL__OP_SENDMSG;
     uint32_t bytes = (uint32_t)(sizeof(send_batch) + n * sizeof(struct iovec));
     send_batch *b = keel__alloc(bytes);
     if (!b) {
@@ -529,8 +546,10 @@ static void send_done(keel__op *op, int res, uint32_t flags)
     keel_conn *c = op->ctx;
     keel__shard *s = keel__shard_self();
     c->send_inflight = false;
-    keel__free(c->batch, c->batch->bytes);
-    c->batch = NULL;
+    if (c->batch) {
+        keel__free(c->batch, c->batch->bytes);
+        c->batch = NULL;
+    }
     /* The send's own reference now holds the connection through the app's
      * continuations (see recv_done); it is dropped at the end. */
     if (res >= 0) {

@@ -139,6 +139,7 @@ enum {
     KEEL__OP_RECV_MULTI,   /* multishot recv into the shard's provided buffers */
     KEEL__OP_RECV,         /* one recv into a provided buffer */
     KEEL__OP_SENDMSG,      /* sendmsg(fd, msg, MSG_NOSIGNAL) */
+    KEEL__OP_SEND,         /* send(fd, buf, len, MSG_NOSIGNAL) */
     KEEL__OP_CONNECT,      /* connect(fd, addr, addrlen) */
 };
 

@@ -121,7 +121,8 @@ static void push_ready(epoll_state *e, keel__op *op)
 
 static bool is_writer(const keel__op *op)
 {
-    return op->type == KEEL__OP_SENDMSG || op->type == KEEL__OP_CONNECT;
+    return op->type == KEEL__OP_SENDMSG || op->type == KEEL__OP_SEND ||
+           op->type == KEEL__OP_CONNECT;
 }
 
 static int epoll_submit(keel__shard *s, keel__op *op)
@@ -276,10 +277,11 @@ static void do_write(keel__shard *s, keel__op *op, bool from_ready)
 {
     epoll_state *e = s->backend_state;
     int res;
-    if (op->type == KEEL__OP_SENDMSG) {
+    if (op->type == KEEL__OP_SENDMSG || op->type == KEEL__OP_SEND) {
         ssize_t n;
         do {
-            n = sendmsg(op->fd, op->msg, MSG_NOSIGNAL);
+            n = op->type == KEEL__OP_SEND ? send(op->fd, op->buf, op->len, MSG_NOSIGNAL)
+                                          : sendmsg(op->fd, op->msg, MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         res = n < 0 ? -errno : (int)n;
     } else if (from_ready) {

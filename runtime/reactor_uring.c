@@ -154,6 +154,7 @@ static int uring_submit(keel__shard *s, keel__op *op)
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = BUF_GROUP;
         break;
+    case KEEL__OP_SEND: io_uring_prep_send(sqe, op->fd, op->buf, op->len, MSG_NOSIGNAL); break;
     case KEEL__OP_SENDMSG: io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL); break;
     case KEEL__OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen); break;
     default: return -EINVAL;
