@@ -154,7 +154,8 @@ enum {
  * and must stay valid until the last completion has run. */
 struct keel__op {
     uint8_t type;
-    bool armed; /* epoll: registered and waiting for readiness */
+    bool armed;     /* epoll: registered and waiting for readiness */
+    bool cancelled; /* epoll: to complete with -ECANCELED at the next poll */
     int fd;
     union { /* by type */
         struct {

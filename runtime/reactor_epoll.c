@@ -171,7 +171,7 @@ static void epoll_cancel(keel__shard *s, keel__op *op)
     /* Completions never run inside the call that asked for them: the
      * -ECANCELED is delivered by the next poll. */
     detach_op(e, op);
-    op->type |= 0x80; /* marks "deliver -ECANCELED" in the ready list */
+    op->cancelled = true;
     for (keel__op *r = e->ready_head, *prev = NULL; r; prev = r, r = r->next_ready) {
         if (r == op) { /* a send or connect not tried yet */
             if (prev)
@@ -311,8 +311,8 @@ static void do_write(keel__shard *s, keel__op *op, bool from_ready)
 
 static void perform_ready(keel__shard *s, keel__op *op)
 {
-    if (op->type & 0x80) {
-        op->type &= 0x7f;
+    if (op->cancelled) {
+        op->cancelled = false;
         op->complete(op, -ECANCELED, 0);
         return;
     }

@@ -644,15 +644,9 @@ static void print_keel_stats(void)
 int main(int argc, char **argv)
 {
     static const char *const known[] = {"throughput", "rtt-busy", "rtt-sleeping"};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], known[0]) && strcmp(argv[i], known[1]) && strcmp(argv[i], known[2])) {
-            fprintf(stderr,
-                    "bench-runtime-xshard: unknown figure '%s' (throughput, rtt-busy, "
-                    "rtt-sleeping)\n",
-                    argv[i]);
-            return 2;
-        }
-    }
+    if (bench_check_figures(argc, argv, "bench-runtime-xshard", known,
+                            sizeof(known) / sizeof(known[0])))
+        return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
     bench_watchdog_hook(print_keel_stats);
     int failed = 0;

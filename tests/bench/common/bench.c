@@ -345,3 +345,20 @@ bool bench_selected(int argc, char **argv, const char *name)
             return true;
     return false;
 }
+
+int bench_check_figures(int argc, char **argv, const char *prog, const char *const *known, size_t n)
+{
+    for (int i = 1; i < argc; i++) {
+        size_t k = 0;
+        while (k < n && strcmp(argv[i], known[k]))
+            k++;
+        if (k == n) {
+            fprintf(stderr, "%s: unknown figure '%s' (", prog, argv[i]);
+            for (k = 0; k < n; k++)
+                fprintf(stderr, "%s%s", k ? ", " : "", known[k]);
+            fprintf(stderr, ")\n");
+            return 2;
+        }
+    }
+    return 0;
+}

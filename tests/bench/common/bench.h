@@ -97,5 +97,9 @@ uint64_t bench_percentile(uint64_t *samples, size_t n, double p);
 
 /* Whether argv (after argv[0]) selects name: no arguments select all. */
 bool bench_selected(int argc, char **argv, const char *name);
+/* Returns 0 if every argument names one of the n known figures, else
+ * prints which one is unknown (and the list) and returns 2. */
+int bench_check_figures(int argc, char **argv, const char *prog, const char *const *known,
+                        size_t n);
 
 #endif
