@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   cmake make gcc pkg-config
   liburing-dev libjemalloc-dev libck-dev libcriterion-dev
+  redis-tools
 )
 
 missing=()
