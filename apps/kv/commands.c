@@ -17,39 +17,6 @@ static bool arg_is(const resp_arg *a, const char *word)
     return a->len == n && !strncasecmp(a->ptr, word, n);
 }
 
-/* Redis's string2ll: an optional '-', digits, no spaces, no leading zeros
- * except "0" itself, within long long. */
-static bool parse_ll(const char *s, size_t len, long long *out)
-{
-    if (len == 0 || len > 20)
-        return false;
-    size_t i = 0;
-    bool neg = s[0] == '-';
-    if (neg && ++i == len)
-        return false;
-    if (s[i] == '0' && len > i + 1)
-        return false;
-    unsigned long long v = 0;
-    for (; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (ULLONG_MAX - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    if (neg) {
-        if (v > (unsigned long long)LLONG_MAX + 1)
-            return false;
-        *out = (long long)(0 - v);
-    } else {
-        if (v > (unsigned long long)LLONG_MAX)
-            return false;
-        *out = (long long)v;
-    }
-    return true;
-}
-
 static void reply_oom(resp_buf *out)
 {
     resp_add_error(out, "OOM command not allowed when used memory > 'maxmemory'.");
@@ -84,7 +51,7 @@ static void cmd_set(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         } else if ((arg_is(a, "EX") || arg_is(a, "PX") || arg_is(a, "EXAT") || arg_is(a, "PXAT")) &&
                    !have_expire && !keepttl && i + 1 < argc) {
             long long v;
-            if (!parse_ll(argv[i + 1].ptr, argv[i + 1].len, &v)) {
+            if (!resp_string2ll(argv[i + 1].ptr, argv[i + 1].len, &v)) {
                 resp_add_error(c->out, "ERR value is not an integer or out of range");
                 return;
             }
@@ -149,7 +116,7 @@ static void incr_by(kv_cmd_ctx *c, const resp_arg *key, long long by)
     uint64_t h = kv_hash(key->ptr, key->len);
     kv_entry *e = kv_db_find(c->db, h, key->ptr, key->len);
     long long v = 0;
-    if (e && !parse_ll(e->data + e->klen, e->vlen, &v)) {
+    if (e && !resp_string2ll(e->data + e->klen, e->vlen, &v)) {
         resp_add_error(c->out, "ERR value is not an integer or out of range");
         return;
     }
@@ -183,7 +150,7 @@ static void cmd_incrby(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, bool ne
 {
     (void)argc;
     long long by;
-    if (!parse_ll(argv[2].ptr, argv[2].len, &by) || (negate && by == LLONG_MIN)) {
+    if (!resp_string2ll(argv[2].ptr, argv[2].len, &by) || (negate && by == LLONG_MIN)) {
         resp_add_error(c->out, "ERR value is not an integer or out of range");
         return;
     }

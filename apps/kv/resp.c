@@ -101,7 +101,7 @@ static ssize_t fail_expected(resp_parser *p, char got, const char **err)
 
 /* Redis's string2ll(): optional '-', no '+', no spaces, no leading zeros, no "-0",
  * fewer than 21 characters, within long long. */
-static bool parse_ll(const char *s, size_t n, long long *out)
+bool resp_string2ll(const char *s, size_t n, long long *out)
 {
     if (n == 0 || n >= 21)
         return false;
@@ -360,7 +360,7 @@ static ssize_t parse_multibulk(resp_parser *p, const char *buf, size_t len, resp
             return fail(p, EPROTO, ERR_BIG_MBULK, err);
         if (cr + 1 >= len)
             return 0;
-        if (!parse_ll(buf + p->_pos + 1, cr - p->_pos - 1, &n) || n > RESP_MAX_ARGS)
+        if (!resp_string2ll(buf + p->_pos + 1, cr - p->_pos - 1, &n) || n > RESP_MAX_ARGS)
             return fail(p, EPROTO, ERR_MBULK_LEN, err);
         if (n > RESP_UNAUTH_MAX_ARGS && p->unauthenticated)
             return fail(p, EPROTO, ERR_UNAUTH_MBULK, err);
@@ -382,7 +382,8 @@ static ssize_t parse_multibulk(resp_parser *p, const char *buf, size_t len, resp
                 return 0;
             if (buf[p->_pos] != '$')
                 return fail_expected(p, buf[p->_pos], err);
-            if (!parse_ll(buf + p->_pos + 1, cr - p->_pos - 1, &n) || n < 0 || n > p->max_bulk_len)
+            if (!resp_string2ll(buf + p->_pos + 1, cr - p->_pos - 1, &n) || n < 0 ||
+                n > p->max_bulk_len)
                 return fail(p, EPROTO, ERR_BULK_LEN, err);
             if (n > RESP_UNAUTH_MAX_BULK_BYTES && p->unauthenticated)
                 return fail(p, EPROTO, ERR_UNAUTH_BULK, err);

@@ -206,6 +206,10 @@ int resp_set_deferred_set(resp_buf *b, int proto, size_t at, size_t n);
 #define RESP_LONG_DOUBLE_CHARS 5120 /* Redis's MAX_LONG_DOUBLE_CHARS */
 
 /* Writes v in decimal, without printf, NUL-terminated; returns the length. */
+/* Redis's string2ll(): an optional '-', digits, no '+', no spaces, no
+ * leading zeros, no "-0", within long long. Returns whether s is one. */
+bool resp_string2ll(const char *s, size_t n, long long *out);
+
 int resp_fmt_ll(char buf[RESP_LL_CHARS], long long v);
 
 /* Writes d as Redis 7.2+'s d2string() does (used for ZSCORE, ZINCRBY, every double

@@ -117,6 +117,19 @@ static resp_buf *reply_target(kv_client *c)
 
 /* ---- hops to other shards -------------------------------------------------- */
 
+/* One hop of slot s came back: drain what is now in order, wake the
+ * client's loop once nothing is out, free a client that ended meanwhile. */
+static void hop_finished(kv_client *c, slot *s)
+{
+    s->pending--;
+    c->hops--;
+    drain_slots(c);
+    if (c->hops == 0 && keel_promise_pending(&c->drained))
+        keel_promise_set_value(&c->drained, 0);
+    if (c->hops == 0 && c->ended)
+        client_free(c);
+}
+
 static keel_future *run_hop(void *arg)
 {
     hop *h = arg;
@@ -140,13 +153,7 @@ static void hop_done(void *ctx, keel_result r)
     }
     resp_buf_free(&h->out);
     free(h);
-    s->pending--;
-    c->hops--;
-    drain_slots(c);
-    if (c->hops == 0 && keel_promise_pending(&c->drained))
-        keel_promise_set_value(&c->drained, 0);
-    if (c->hops == 0 && c->ended)
-        client_free(c);
+    hop_finished(c, s);
 }
 
 /* Sends argv[0] plus the given args to shard. */
@@ -188,16 +195,11 @@ static keel_future *dbsize_here(void *arg)
 static void dbsize_part(void *ctx, keel_result r)
 {
     hop *h = ctx; /* only client and slot are used */
-    h->slot->sum += r.err ? 0 : r.val;
-    h->slot->pending--;
     kv_client *c = h->client;
+    slot *s = h->slot;
+    s->sum += r.err ? 0 : r.val;
     free(h);
-    c->hops--;
-    drain_slots(c);
-    if (c->hops == 0 && keel_promise_pending(&c->drained))
-        keel_promise_set_value(&c->drained, 0);
-    if (c->hops == 0 && c->ended)
-        client_free(c);
+    hop_finished(c, s);
 }
 
 /* ---- dispatch ------------------------------------------------------------------- */
