@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,6 +44,53 @@ void keel_listen_config_init(keel_listen_config *c)
     c->bind = "0.0.0.0";
     c->backlog = 4096;
     c->steer = KEEL_STEER_HASH;
+}
+
+static int take_listen_option(void *ctx, size_t which, const char *val)
+{
+    keel_listen_config *c = ctx;
+    unsigned n;
+    int err = 0;
+    switch (which) {
+    case 0:
+        if (!(err = keel__parse_uint("--port", val, 65535, &n)))
+            c->port = (uint16_t)n;
+        break;
+    case 1: c->bind = val; break;
+    case 2: err = keel__parse_uint("--max-conns", val, 100000000, &c->max_conns); break;
+    case 3:
+        if (!strcmp(val, "hash")) {
+            c->steer = KEEL_STEER_HASH;
+        } else if (!strcmp(val, "cpu")) {
+            c->steer = KEEL_STEER_CPU;
+        } else {
+            fprintf(stderr, "keel: --steer must be 'hash' or 'cpu', got '%s'\n", val);
+            err = -KEEL_EBADCONFIG;
+        }
+        break;
+    }
+    return err;
+}
+
+int keel_listen_config_parse_args(keel_listen_config *c, int *argc, char **argv)
+{
+    static const char *const opts[] = {"--port", "--bind", "--max-conns", "--steer"};
+    return keel__take_options(argc, argv, opts, 4, take_listen_option, c);
+}
+
+const char *keel_listen_config_usage(const keel_listen_config *c)
+{
+    static __thread char text[1024];
+    snprintf(text, sizeof(text),
+             "  --port N              TCP port (default %u; 0 picks a free one)\n"
+             "  --bind ADDR           address: 0.0.0.0, ::, 127.0.0.1, unix:/path (default %s)\n"
+             "  --max-conns N         open connections per shard beyond which new ones are\n"
+             "                        closed at once (default: no limit)\n"
+             "  --steer hash|cpu      how connections are spread over shards (default hash;\n"
+             "                        cpu: the shard of the CPU that received the connection,\n"
+             "                        for NICs whose RSS spreads receives over the shards' CPUs)\n",
+             c->port, c->bind ? c->bind : "0.0.0.0");
+    return text;
 }
 
 int keel__parse_addr(const char *addr, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)

@@ -43,7 +43,7 @@ const char *keel_config_usage(void)
            "  --task-quota-us N     run tasks this long before polling I/O (default 500)\n";
 }
 
-static int parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out)
+int keel__parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out)
 {
     char *end;
     errno = 0;
@@ -56,23 +56,23 @@ static int parse_uint(const char *opt, const char *v, unsigned long max, unsigne
     return 0;
 }
 
-int keel_config_parse_args(keel_config *c, int *argc, char **argv)
+int keel__take_options(int *argc, char **argv, const char *const *opts, size_t nopts,
+                       int (*take)(void *ctx, size_t which, const char *val), void *ctx)
 {
     int out = 1;
     for (int i = 1; i < *argc; i++) {
         const char *a = argv[i];
-        const char *val = NULL;
         const char *eq = strchr(a, '=');
         size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
-        static const char *const opts[] = {"--shards", "--cpuset", "--backend", "--task-quota-us"};
-        int which = -1;
-        for (int k = 0; k < 4; k++)
+        size_t which = nopts;
+        for (size_t k = 0; k < nopts; k++)
             if (strlen(opts[k]) == name_len && strncmp(a, opts[k], name_len) == 0)
                 which = k;
-        if (which < 0) {
+        if (which == nopts) {
             argv[out++] = argv[i];
             continue;
         }
+        const char *val;
         if (eq) {
             val = eq + 1;
         } else if (i + 1 < *argc) {
@@ -81,39 +81,51 @@ int keel_config_parse_args(keel_config *c, int *argc, char **argv)
             fprintf(stderr, "keel: %s needs a value\n", opts[which]);
             return -KEEL_EBADCONFIG;
         }
-        int err = 0;
-        switch (which) {
-        case 0:
-            c->_bad_env = NULL; /* the command line overrides $KEEL_SHARDS */
-            err = parse_uint("--shards", val, KEEL_MAX_SHARDS, &c->shards);
-            if (!err && c->shards == 0) {
-                fprintf(stderr,
-                        "keel: --shards must be at least 1 (omit it for one shard per CPU)\n");
-                err = -KEEL_EBADCONFIG;
-            }
-            break;
-        case 1: c->cpuset = val; break;
-        case 2:
-            if (strcmp(val, "uring") && strcmp(val, "io_uring") && strcmp(val, "epoll")) {
-                fprintf(stderr, "keel: --backend must be 'uring' or 'epoll', got '%s'\n", val);
-                err = -KEEL_EBADCONFIG;
-            }
-            c->backend = val;
-            break;
-        case 3:
-            err = parse_uint("--task-quota-us", val, 1000000, &c->task_quota_us);
-            if (!err && c->task_quota_us == 0) {
-                fprintf(stderr, "keel: --task-quota-us must be at least 1\n");
-                err = -KEEL_EBADCONFIG;
-            }
-            break;
-        }
+        int err = take(ctx, which, val);
         if (err)
             return err;
     }
     argv[out] = NULL;
     *argc = out;
     return 0;
+}
+
+static int take_runtime_option(void *ctx, size_t which, const char *val)
+{
+    keel_config *c = ctx;
+    int err = 0;
+    switch (which) {
+    case 0:
+        c->_bad_env = NULL; /* the command line overrides $KEEL_SHARDS */
+        err = keel__parse_uint("--shards", val, KEEL_MAX_SHARDS, &c->shards);
+        if (!err && c->shards == 0) {
+            fprintf(stderr, "keel: --shards must be at least 1 (omit it for one shard per CPU)\n");
+            err = -KEEL_EBADCONFIG;
+        }
+        break;
+    case 1: c->cpuset = val; break;
+    case 2:
+        if (strcmp(val, "uring") && strcmp(val, "io_uring") && strcmp(val, "epoll")) {
+            fprintf(stderr, "keel: --backend must be 'uring' or 'epoll', got '%s'\n", val);
+            err = -KEEL_EBADCONFIG;
+        }
+        c->backend = val;
+        break;
+    case 3:
+        err = keel__parse_uint("--task-quota-us", val, 1000000, &c->task_quota_us);
+        if (!err && c->task_quota_us == 0) {
+            fprintf(stderr, "keel: --task-quota-us must be at least 1\n");
+            err = -KEEL_EBADCONFIG;
+        }
+        break;
+    }
+    return err;
+}
+
+int keel_config_parse_args(keel_config *c, int *argc, char **argv)
+{
+    static const char *const opts[] = {"--shards", "--cpuset", "--backend", "--task-quota-us"};
+    return keel__take_options(argc, argv, opts, 4, take_runtime_option, c);
 }
 
 /* Parses "0-3,6" into set. Returns 0 or -KEEL_EBADCONFIG (logged). */

@@ -353,6 +353,15 @@ int keel__memory_shard_init(keel__shard *s);
 void keel__memory_stats(keel__shard *s);
 
 /* runtime/config.c */
+/* Takes the options named in opts out of argv (as --name VALUE or
+ * --name=VALUE), handing each to take(ctx, index in opts, value) and
+ * keeping the other arguments in order. Returns 0, take()'s first error,
+ * or -KEEL_EBADCONFIG (logged) for an option without its value. */
+int keel__take_options(int *argc, char **argv, const char *const *opts, size_t nopts,
+                       int (*take)(void *ctx, size_t which, const char *val), void *ctx);
+/* Parses v as a number from 0 to max for option opt; logs and returns
+ * -KEEL_EBADCONFIG if it is not one. */
+int keel__parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out);
 #include <sched.h>
 int keel__parse_cpuset(const char *list, cpu_set_t *set);
 void keel__format_cpuset(const cpu_set_t *set, char *buf, size_t len);

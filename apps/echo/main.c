@@ -97,21 +97,14 @@ static void main_fn(void *arg)
 
 static void usage(FILE *out)
 {
-    fprintf(
-        out,
-        "Usage: keel-echo [options]\n"
-        "Echoes every byte back, on every shard. SIGINT/SIGTERM stop it and print totals.\n\n"
-        "Options:\n"
-        "  --port N              TCP port (default 7000; 0 picks a free one)\n"
-        "  --bind ADDR           address: 0.0.0.0, ::, 127.0.0.1, unix:/path (default 0.0.0.0)\n"
-        "  --max-conns N         open connections per shard beyond which new ones are\n"
-        "                        closed at once (default: no limit)\n"
-        "  --steer hash|cpu      how connections are spread over shards (default hash;\n"
-        "                        cpu: the shard of the CPU that received the connection,\n"
-        "                        for NICs whose RSS spreads receives over the shards' CPUs)\n"
-        "%s"
-        "  -h, --help            show this help\n",
-        keel_config_usage());
+    fprintf(out,
+            "Usage: keel-echo [options]\n"
+            "Echoes every byte back, on every shard. SIGINT/SIGTERM stop it and print totals.\n\n"
+            "Options:\n"
+            "%s"
+            "%s"
+            "  -h, --help            show this help\n",
+            keel_listen_config_usage(&app.listen), keel_config_usage());
 }
 
 int main(int argc, char **argv)
@@ -120,44 +113,17 @@ int main(int argc, char **argv)
     keel_config_init(&cfg);
     keel_listen_config_init(&app.listen);
     app.listen.port = 7000;
-    if (keel_config_parse_args(&cfg, &argc, argv))
+    if (keel_config_parse_args(&cfg, &argc, argv) ||
+        keel_listen_config_parse_args(&app.listen, &argc, argv))
         return 2;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--port") && v) {
-            char *end;
-            long p = strtol(v, &end, 10);
-            if (*end || p < 0 || p > 65535) {
-                fprintf(stderr, "keel-echo: --port needs a number from 0 to 65535, got '%s'\n", v);
-                return 2;
-            }
-            app.listen.port = (uint16_t)p;
-            i++;
-        } else if (!strcmp(a, "--bind") && v) {
-            app.listen.bind = v;
-            i++;
-        } else if (!strcmp(a, "--max-conns") && v) {
-            app.listen.max_conns = (unsigned)strtoul(v, NULL, 10);
-            i++;
-        } else if (!strcmp(a, "--steer") && v) {
-            if (!strcmp(v, "hash"))
-                app.listen.steer = KEEL_STEER_HASH;
-            else if (!strcmp(v, "cpu"))
-                app.listen.steer = KEEL_STEER_CPU;
-            else {
-                fprintf(stderr, "keel-echo: --steer must be 'hash' or 'cpu', got '%s'\n", v);
-                return 2;
-            }
-            i++;
-        } else {
-            fprintf(stderr, "keel-echo: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
-            return 2;
         }
+        fprintf(stderr, "keel-echo: unknown option '%s'\n", argv[i]);
+        usage(stderr);
+        return 2;
     }
     int err = keel_run(&cfg, main_fn, NULL);
     if (err) {

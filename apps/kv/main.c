@@ -41,11 +41,10 @@ static void usage(FILE *out)
             "A Redis-compatible key-value store on every shard (work in progress: strings\n"
             "and keys so far). SIGINT/SIGTERM stop it.\n\n"
             "Options:\n"
-            "  --port N              TCP port (default 6379; 0 picks a free one)\n"
-            "  --bind ADDR           address (default 127.0.0.1)\n"
+            "%s"
             "%s"
             "  -h, --help            show this help\n",
-            keel_config_usage());
+            keel_listen_config_usage(&app.cfg.listen), keel_config_usage());
 }
 
 int main(int argc, char **argv)
@@ -55,31 +54,17 @@ int main(int argc, char **argv)
     keel_listen_config_init(&app.cfg.listen);
     app.cfg.listen.port = 6379;
     app.cfg.listen.bind = "127.0.0.1";
-    if (keel_config_parse_args(&cfg, &argc, argv))
+    if (keel_config_parse_args(&cfg, &argc, argv) ||
+        keel_listen_config_parse_args(&app.cfg.listen, &argc, argv))
         return 2;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--port") && v) {
-            char *end;
-            long p = strtol(v, &end, 10);
-            if (*end || p < 0 || p > 65535) {
-                fprintf(stderr, "keel-kv: --port needs a number from 0 to 65535, got '%s'\n", v);
-                return 2;
-            }
-            app.cfg.listen.port = (uint16_t)p;
-            i++;
-        } else if (!strcmp(a, "--bind") && v) {
-            app.cfg.listen.bind = v;
-            i++;
-        } else {
-            fprintf(stderr, "keel-kv: unknown option or missing value: '%s'\n", a);
-            usage(stderr);
-            return 2;
         }
+        fprintf(stderr, "keel-kv: unknown option '%s'\n", argv[i]);
+        usage(stderr);
+        return 2;
     }
     int err = keel_run(&cfg, main_fn, NULL);
     if (err) {

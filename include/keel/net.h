@@ -50,6 +50,16 @@ typedef struct keel_listen_config {
 
 void keel_listen_config_init(keel_listen_config *c);
 
+/* Parses and removes the listener options from argv (--port N, --bind ADDR,
+ * --max-conns N, --steer hash|cpu), leaving the rest for the app, as
+ * keel_config_parse_args does for the runtime's. Returns 0, or
+ * -KEEL_EBADCONFIG after printing what is wrong to stderr. */
+int keel_listen_config_parse_args(keel_listen_config *c, int *argc, char **argv);
+
+/* The --help text for the options above, one per line, indented 2; the
+ * defaults shown are c's. Valid until the next call on this thread. */
+const char *keel_listen_config_usage(const keel_listen_config *c);
+
 /* Called on the accepting shard for each new connection, which the callee
  * owns and must eventually keel_conn_close(). */
 typedef void (*keel_accept_fn)(void *ctx, keel_conn *c);
