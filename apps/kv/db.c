@@ -1,30 +1,30 @@
-/* The per-shard keyspace: a chained hash table of strings with lazy
- * expiry. Each shard owns the keys whose hash maps to it, so nothing here
- * is shared or locked. (Incremental rehashing, the other types, active
- * expiry and memory accounting are the rest of issue 5.) */
+/* The per-shard keyspace and the keyspace calls handlers use.
+ *
+ * Memory per key is a goal: an entry is one allocation of a 24-byte header,
+ * the key and (for strings) the value; keys with a TTL carry a 16-byte
+ * prefix holding the expiry and their slot in the db's volatile array, the
+ * array active expiry samples from (Redis keeps a second dict for this).
+ * The table grows at load 1 and is rehashed incrementally, a few buckets
+ * per write and per cron tick, so a large keyspace never stalls the loop. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "dict.h"
 #include "kv.h"
 
-/* FNV-1a folded with a final mix: simple and good enough to spread keys
- * over shards and buckets; the high half picks the shard, the low half the
- * bucket, so the two choices are independent. */
+#define MIN_MASK 63
+#define REHASH_STEP 4 /* buckets moved per write while rehashing */
+
 uint64_t kv_hash(const char *key, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)key[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
+    return kv_dict_hash(key, len);
 }
 
+/* The high half picks the shard, the low half the bucket, so the two
+ * choices are independent. */
 unsigned kv_shard_of(uint64_t hash)
 {
     return (unsigned)((hash >> 32) % keel_shard_count());
@@ -37,104 +37,611 @@ int64_t kv_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int kv_db_init(kv_db *db)
+uint32_t kv_lru_clock(void)
 {
-    db->mask = 63;
-    db->count = 0;
-    db->buckets = calloc(db->mask + 1, sizeof(kv_entry *));
-    return db->buckets ? 0 : -ENOMEM;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint32_t)ts.tv_sec & 0xffffff;
+}
+
+/* ---- entries ---------------------------------------------------------------- */
+
+static size_t value_bytes(unsigned type, size_t vlen)
+{
+    return type == KV_STRING ? vlen : sizeof(void *);
+}
+
+static size_t alloc_bytes(const kv_entry *e)
+{
+    return (e->volatile_ ? sizeof(kv_expiry) : 0) + sizeof(kv_entry) + e->klen +
+           value_bytes(e->type, e->vlen);
+}
+
+static void *base_of(kv_entry *e)
+{
+    return e->volatile_ ? (void *)((kv_expiry *)e - 1) : (void *)e;
+}
+
+static kv_expiry *expiry_of(kv_entry *e)
+{
+    return (kv_expiry *)e - 1;
+}
+
+static kv_entry *entry_alloc(bool vol, size_t klen, size_t vbytes)
+{
+    size_t pre = vol ? sizeof(kv_expiry) : 0;
+    char *p = malloc(pre + sizeof(kv_entry) + klen + vbytes);
+    if (!p)
+        return NULL;
+    kv_entry *e = (kv_entry *)(p + pre);
+    memset(e, 0, sizeof(*e));
+    e->volatile_ = vol;
+    return e;
+}
+
+size_t kv_entry_mem(const kv_entry *e)
+{
+    size_t n = alloc_bytes(e);
+    if (e->type != KV_STRING)
+        n += kv_type_of(e->type)->mem(kv_obj(e));
+    return n;
+}
+
+/* What the db accounts for e: its allocation plus, for objects, the size
+ * last reported (kept in vlen, which objects do not otherwise use). */
+static size_t accounted(const kv_entry *e)
+{
+    return alloc_bytes(e) + (e->type == KV_STRING ? 0 : e->vlen);
+}
+
+static void free_entry(kv_db *db, kv_entry *e)
+{
+    db->mem -= accounted(e);
+    if (e->volatile_) {
+        /* Fill its slot in the volatile array with the last key. */
+        uint64_t s = expiry_of(e)->slot;
+        kv_entry *last = db->vol[--db->nvol];
+        db->vol[s] = last;
+        expiry_of(last)->slot = s;
+    }
+    if (e->type != KV_STRING)
+        kv_type_of(e->type)->free(kv_obj(e));
+    free(base_of(e));
+}
+
+/* ---- the table ----------------------------------------------------------------- */
+
+int kv_db_init(kv_db *db, unsigned id)
+{
+    memset(db, 0, sizeof(*db));
+    db->id = id;
+    db->rehash = -1;
+    db->mask[0] = MIN_MASK;
+    db->t[0] = calloc(MIN_MASK + 1, sizeof(kv_entry *));
+    return db->t[0] ? 0 : -ENOMEM;
+}
+
+void kv_db_flush(kv_db *db)
+{
+    for (int t = 0; t < 2; t++) {
+        for (size_t i = 0; db->t[t] && i <= db->mask[t]; i++) {
+            kv_entry *e = db->t[t][i];
+            while (e) {
+                kv_entry *next = e->next;
+                if (e->type != KV_STRING)
+                    kv_type_of(e->type)->free(kv_obj(e));
+                free(base_of(e));
+                e = next;
+            }
+            db->t[t][i] = NULL;
+        }
+    }
+    free(db->t[1]);
+    db->t[1] = NULL;
+    db->used[0] = db->used[1] = 0;
+    db->rehash = -1;
+    db->nvol = 0;
+    db->mem = 0;
 }
 
 void kv_db_free(kv_db *db)
 {
-    for (size_t i = 0; db->buckets && i <= db->mask; i++) {
-        kv_entry *e = db->buckets[i];
-        while (e) {
-            kv_entry *next = e->next;
-            free(e);
-            e = next;
-        }
-    }
-    free(db->buckets);
-    db->buckets = NULL;
+    kv_db_flush(db);
+    free(db->t[0]);
+    free(db->vol);
+    db->t[0] = NULL;
+    db->vol = NULL;
+    db->volcap = 0;
 }
 
-static void grow(kv_db *db)
+size_t kv_db_size(const kv_db *db)
 {
-    size_t mask = db->mask * 2 + 1;
-    kv_entry **b = calloc(mask + 1, sizeof(kv_entry *));
-    if (!b)
+    return db->used[0] + db->used[1];
+}
+
+static void rehash_step(kv_db *db, size_t buckets)
+{
+    /* Empty buckets are cheap: visit up to 10 per bucket asked for. */
+    size_t empty_visits = buckets * 10;
+    while (buckets && db->rehash >= 0) {
+        kv_entry *e = db->t[0][db->rehash];
+        if (!e && empty_visits--) {
+            if ((size_t)++db->rehash > db->mask[0])
+                goto done;
+            continue;
+        }
+        while (e) {
+            kv_entry *next = e->next;
+            size_t b = e->hash & db->mask[1];
+            e->next = db->t[1][b];
+            db->t[1][b] = e;
+            db->used[0]--;
+            db->used[1]++;
+            e = next;
+        }
+        db->t[0][db->rehash] = NULL;
+        buckets--;
+        if ((size_t)++db->rehash > db->mask[0])
+            goto done;
+        if (!empty_visits)
+            return;
+    }
+    return;
+done:
+    free(db->t[0]);
+    db->t[0] = db->t[1];
+    db->mask[0] = db->mask[1];
+    db->used[0] = db->used[1];
+    db->t[1] = NULL;
+    db->used[1] = 0;
+    db->rehash = -1;
+}
+
+static void start_rehash(kv_db *db, size_t mask)
+{
+    kv_entry **t = calloc(mask + 1, sizeof(kv_entry *));
+    if (!t)
         return; /* longer chains, still correct */
-    for (size_t i = 0; i <= db->mask; i++) {
-        kv_entry *e = db->buckets[i];
-        while (e) {
-            kv_entry *next = e->next;
-            e->next = b[e->hash & mask];
-            b[e->hash & mask] = e;
-            e = next;
-        }
-    }
-    free(db->buckets);
-    db->buckets = b;
-    db->mask = mask;
+    db->t[1] = t;
+    db->mask[1] = mask;
+    db->used[1] = 0;
+    db->rehash = 0;
 }
 
-static kv_entry **slot_of(kv_db *db, uint64_t hash, const char *key, size_t klen)
+/* The link that points at key's entry, or at the NULL ending its chain
+ * (in the table new keys go to). */
+static kv_entry **link_of(kv_db *db, uint32_t h, const char *key, size_t klen)
 {
-    kv_entry **p = &db->buckets[hash & db->mask];
-    while (*p && !((*p)->hash == hash && (*p)->klen == klen && !memcmp((*p)->data, key, klen)))
-        p = &(*p)->next;
+    for (int t = 0; t < 2; t++) {
+        if (t == 1 && db->rehash < 0)
+            break;
+        if (t == 0 && db->rehash >= 0 && (h & db->mask[0]) < (size_t)db->rehash)
+            continue; /* already moved */
+        kv_entry **p = &db->t[t][h & db->mask[t]];
+        while (*p) {
+            kv_entry *e = *p;
+            if (e->hash == h && e->klen == klen && !memcmp(e->data, key, klen))
+                return p;
+            p = &e->next;
+        }
+        if (db->rehash < 0 || t == 1)
+            return p;
+    }
+    return &db->t[1][h & db->mask[1]]; /* not reached */
+}
+
+static kv_entry **new_key_link(kv_db *db, uint32_t h, int *table)
+{
+    *table = db->rehash >= 0 ? 1 : 0;
+    return &db->t[*table][h & db->mask[*table]];
+}
+
+static void insert(kv_db *db, kv_entry *e)
+{
+    int t;
+    kv_entry **p = new_key_link(db, e->hash, &t);
+    e->next = *p;
+    *p = e;
+    db->used[t]++;
+    db->mem += accounted(e);
+    if (db->rehash < 0 && kv_db_size(db) > db->mask[0] + 1)
+        start_rehash(db, db->mask[0] * 2 + 1);
+}
+
+/* The table a found link belongs to, for the used counts. */
+static int table_of(kv_db *db, uint32_t h)
+{
+    if (db->rehash < 0)
+        return 0;
+    return (h & db->mask[0]) < (size_t)db->rehash ? 1 : 0;
+}
+
+static bool expired(const kv_entry *e, int64_t now)
+{
+    return e->volatile_ && ((const kv_expiry *)e - 1)->at_ms <= now;
+}
+
+static void unlink_free(kv_db *db, kv_entry **p)
+{
+    kv_entry *e = *p;
+    *p = e->next;
+    db->used[table_of(db, e->hash)]--;
+    free_entry(db, e);
+}
+
+static void vol_add(kv_db *db, kv_entry *e)
+{
+    if (db->nvol == db->volcap) {
+        size_t cap = db->volcap ? db->volcap * 2 : 64;
+        kv_entry **v = realloc(db->vol, cap * sizeof(*v));
+        if (!v)
+            abort(); /* cannot track the TTL: nothing sane to do */
+        db->vol = v;
+        db->volcap = cap;
+    }
+    expiry_of(e)->slot = db->nvol;
+    db->vol[db->nvol++] = e;
+}
+
+/* Replaces *p's entry with n (a copy with changes), keeping the volatile
+ * slot pointing at the right entry. */
+static void swap_in(kv_db *db, kv_entry **p, kv_entry *n)
+{
+    kv_entry *old = *p;
+    n->next = old->next;
+    n->hash = old->hash;
+    *p = n;
+    db->mem += accounted(n);
+    db->mem -= accounted(old);
+    if (old->volatile_ && n->volatile_) {
+        uint64_t s = expiry_of(old)->slot;
+        expiry_of(n)->slot = s;
+        db->vol[s] = n;
+    } else if (old->volatile_) {
+        uint64_t s = expiry_of(old)->slot;
+        kv_entry *last = db->vol[--db->nvol];
+        db->vol[s] = last;
+        expiry_of(last)->slot = s;
+    } else if (n->volatile_) {
+        vol_add(db, n);
+    }
+    free(base_of(old));
+}
+
+/* ---- background work --------------------------------------------------------------- */
+
+bool kv_db_cron(kv_db *db, int64_t now_ms, unsigned budget_us)
+{
+    if (db->rehash >= 0)
+        rehash_step(db, 100);
+    else if (db->mask[0] > MIN_MASK && kv_db_size(db) < (db->mask[0] + 1) / 8)
+        start_rehash(db, db->mask[0] >> 1);
+
+    /* Active expiry, Redis's way: sample 20 keys with a TTL, delete the
+     * expired ones, go on while more than a quarter of a sample expired
+     * and the time budget lasts. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool more = db->rehash >= 0;
+    while (db->nvol) {
+        unsigned hit = 0, n = db->nvol < 20 ? (unsigned)db->nvol : 20;
+        for (unsigned i = 0; i < n && db->nvol; i++) {
+            kv_entry *e = db->vol[(size_t)random() % db->nvol];
+            if (!expired(e, now_ms))
+                continue;
+            kv_entry **p = link_of(db, e->hash, e->data, e->klen);
+            kv_watch_touch(db, e->data, e->klen);
+            unlink_free(db, p);
+            db->expired++;
+            hit++;
+        }
+        if (hit * 4 <= n)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if ((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000 >= budget_us) {
+            more = true;
+            break;
+        }
+    }
+    return more;
+}
+
+kv_entry *kv_db_random(kv_db *db, int64_t now_ms)
+{
+    for (int tries = 0; tries < 100 && kv_db_size(db); tries++) {
+        int t = db->rehash >= 0 && (random() & 1) ? 1 : 0;
+        size_t mask = db->mask[t];
+        size_t b = (size_t)random() & mask;
+        if (t == 0 && db->rehash >= 0 && b < (size_t)db->rehash)
+            continue;
+        kv_entry *e = db->t[t][b];
+        if (!e)
+            continue;
+        size_t len = 0;
+        for (kv_entry *x = e; x; x = x->next)
+            len++;
+        for (size_t i = (size_t)random() % len; i; i--)
+            e = e->next;
+        if (expired(e, now_ms)) {
+            kv_entry **p = link_of(db, e->hash, e->data, e->klen);
+            kv_watch_touch(db, e->data, e->klen);
+            unlink_free(db, p);
+            db->expired++;
+            continue;
+        }
+        return e;
+    }
+    /* Sparse or mostly expired: walk. */
+    for (int t = 0; t < 2; t++)
+        for (size_t i = 0; db->t[t] && i <= db->mask[t]; i++)
+            for (kv_entry *e = db->t[t][i]; e; e = e->next)
+                if (!expired(e, now_ms))
+                    return e;
+    return NULL;
+}
+
+void kv_db_scan(kv_db *db, uint64_t *cursor, size_t count, int64_t now_ms,
+                void (*fn)(void *arg, kv_entry *e), void *arg)
+{
+    /* Finish any rehash first so one table answers: a scan is already
+     * O(keys) over its life, this adds at most one pass. */
+    while (db->rehash >= 0)
+        rehash_step(db, 1024);
+    uint64_t v = *cursor;
+    size_t seen = 0;
+    do {
+        for (kv_entry *e = db->t[0][v & db->mask[0]]; e; e = e->next) {
+            if (!expired(e, now_ms))
+                fn(arg, e);
+            seen++;
+        }
+        v = kv_cursor_next(v, db->mask[0]);
+    } while (v && seen < count);
+    *cursor = v;
+}
+
+/* ---- the keyspace calls -------------------------------------------------------------- */
+
+static kv_db *db_for(const resp_arg *key, uint32_t *h)
+{
+    uint64_t full = kv_hash(key->ptr, key->len);
+    *h = (uint32_t)full;
+    return kv_db_of_shard(kv_shard_of(full));
+}
+
+/* The link to key's live entry (deleting it if expired), or NULL. */
+static kv_entry **find(kv_cmd_ctx *c, kv_db *db, uint32_t h, const resp_arg *key)
+{
+    kv_entry **p = link_of(db, h, key->ptr, key->len);
+    if (!*p)
+        return NULL;
+    if (expired(*p, c->now_ms)) {
+        kv_watch_touch(db, key->ptr, key->len);
+        unlink_free(db, p);
+        db->expired++;
+        return NULL;
+    }
     return p;
 }
 
-kv_entry *kv_db_find(kv_db *db, uint64_t hash, const char *key, size_t klen)
+kv_entry *kv_lookup(kv_cmd_ctx *c, const resp_arg *key)
 {
-    kv_entry **p = slot_of(db, hash, key, klen);
-    kv_entry *e = *p;
-    if (e && e->expire_ms >= 0 && e->expire_ms <= kv_now_ms()) {
-        *p = e->next;
-        free(e);
-        db->count--;
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = find(c, db, h, key);
+    if (!p) {
+        db->misses++;
+        return NULL;
+    }
+    db->hits++;
+    (*p)->lru = kv_lru_clock();
+    return *p;
+}
+
+kv_entry *kv_lookup_type(kv_cmd_ctx *c, const resp_arg *key, unsigned type, bool *wrong)
+{
+    kv_entry *e = kv_lookup(c, key);
+    *wrong = e && e->type != type;
+    if (*wrong) {
+        kv_reply_wrongtype(c->out);
         return NULL;
     }
     return e;
 }
 
-kv_entry *kv_db_set(kv_db *db, uint64_t hash, const char *key, size_t klen, const char *val,
-                    size_t vlen, int64_t expire_ms)
+static void touched(kv_cmd_ctx *c, kv_db *db, const resp_arg *key)
 {
-    kv_entry *e = malloc(sizeof(*e) + klen + vlen);
+    c->dirty = true;
+    kv_watch_touch(db, key->ptr, key->len);
+    if (db->rehash >= 0)
+        rehash_step(db, REHASH_STEP);
+}
+
+kv_entry *kv_set_str(kv_cmd_ctx *c, const resp_arg *key, const void *val, size_t vlen,
+                     int64_t expire_ms)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = find(c, db, h, key);
+    if (expire_ms == KV_KEEP_TTL)
+        expire_ms = p ? kv_expire_of(*p) : KV_NO_EXPIRE;
+    bool vol = expire_ms >= 0;
+    kv_entry *e = entry_alloc(vol, key->len, vlen);
     if (!e)
         return NULL;
-    e->hash = hash;
-    e->expire_ms = expire_ms;
-    e->klen = (uint32_t)klen;
+    e->hash = h;
+    e->type = KV_STRING;
+    e->klen = (uint32_t)key->len;
     e->vlen = (uint32_t)vlen;
-    memcpy(e->data, key, klen);
-    memcpy(e->data + klen, val, vlen);
-    kv_entry **p = slot_of(db, hash, key, klen);
-    if (*p) {
-        e->next = (*p)->next;
-        free(*p);
-        *p = e;
-        return e;
+    e->lru = kv_lru_clock();
+    memcpy(e->data, key->ptr, key->len);
+    if (vlen)
+        memcpy(e->data + key->len, val, vlen);
+    if (vol)
+        expiry_of(e)->at_ms = expire_ms;
+    if (p) {
+        kv_entry *old = *p;
+        if (old->type != KV_STRING) {
+            /* Account it as a string of pointer size, its allocation. */
+            kv_type_of(old->type)->free(kv_obj(old));
+            db->mem -= old->vlen;
+            old->vlen = sizeof(void *);
+            old->type = KV_STRING;
+        }
+        swap_in(db, p, e);
+    } else {
+        insert(db, e);
+        if (vol)
+            vol_add(db, e);
     }
-    e->next = NULL;
-    *p = e;
-    if (++db->count > (db->mask + 1) * 2)
-        grow(db);
+    touched(c, db, key);
     return e;
 }
 
-bool kv_db_delete(kv_db *db, uint64_t hash, const char *key, size_t klen)
+static size_t clamp32(size_t n)
 {
-    kv_entry **p = slot_of(db, hash, key, klen);
-    kv_entry *e = *p;
+    return n > UINT32_MAX ? UINT32_MAX : n;
+}
+
+kv_entry *kv_add_obj(kv_cmd_ctx *c, const resp_arg *key, unsigned type, void *obj)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry *e = entry_alloc(false, key->len, sizeof(void *));
     if (!e)
+        return NULL;
+    e->hash = h;
+    e->type = type;
+    e->klen = (uint32_t)key->len;
+    e->lru = kv_lru_clock();
+    memcpy(e->data, key->ptr, key->len);
+    kv_set_obj(e, obj);
+    e->vlen = (uint32_t)clamp32(kv_type_of(type)->mem(obj));
+    insert(db, e);
+    touched(c, db, key);
+    return e;
+}
+
+kv_entry *kv_replace_obj(kv_cmd_ctx *c, const resp_arg *key, unsigned type, void *obj,
+                         bool keep_ttl)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = find(c, db, h, key);
+    if (!p)
+        return kv_add_obj(c, key, type, obj);
+    kv_entry *old = *p;
+    if (!keep_ttl && old->volatile_) {
+        kv_entry *e = kv_set_expire(c, key, KV_NO_EXPIRE);
+        p = link_of(db, h, key->ptr, key->len);
+        old = e;
+    }
+    if (old->type == KV_STRING && old->vlen != sizeof(void *)) {
+        /* The value bytes differ in size from a pointer: a new entry. */
+        kv_entry *e = entry_alloc(old->volatile_, key->len, sizeof(void *));
+        if (!e)
+            return NULL;
+        e->klen = old->klen;
+        e->lru = kv_lru_clock();
+        e->type = (uint32_t)type;
+        memcpy(e->data, key->ptr, key->len);
+        kv_set_obj(e, obj);
+        if (old->volatile_)
+            expiry_of(e)->at_ms = expiry_of(old)->at_ms;
+        swap_in(db, p, e);
+        old = e;
+    } else {
+        if (old->type != KV_STRING) {
+            kv_type_of(old->type)->free(kv_obj(old));
+            db->mem -= old->vlen;
+        }
+        old->type = (uint32_t)type;
+        kv_set_obj(old, obj);
+    }
+    old->vlen = (uint32_t)clamp32(kv_type_of(type)->mem(obj));
+    db->mem += old->vlen;
+    touched(c, db, key);
+    return old;
+}
+
+bool kv_del(kv_cmd_ctx *c, const resp_arg *key)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = find(c, db, h, key);
+    if (!p)
         return false;
-    bool live = e->expire_ms < 0 || e->expire_ms > kv_now_ms();
-    *p = e->next;
-    free(e);
-    db->count--;
-    return live;
+    unlink_free(db, p);
+    touched(c, db, key);
+    return true;
+}
+
+kv_entry *kv_set_expire(kv_cmd_ctx *c, const resp_arg *key, int64_t at_ms)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = find(c, db, h, key);
+    if (!p)
+        return NULL;
+    kv_entry *e = *p;
+    if (at_ms >= 0 && at_ms <= c->now_ms) {
+        unlink_free(db, p);
+        touched(c, db, key);
+        return NULL;
+    }
+    bool vol = at_ms >= 0;
+    if (vol && e->volatile_) {
+        expiry_of(e)->at_ms = at_ms;
+    } else if (vol != (bool)e->volatile_) {
+        size_t vb = value_bytes(e->type, e->vlen);
+        kv_entry *n = entry_alloc(vol, e->klen, vb);
+        if (!n)
+            return NULL;
+        memcpy(n->data, e->data, e->klen + vb);
+        n->lru = e->lru;
+        n->type = e->type;
+        n->enc = e->enc;
+        n->klen = e->klen;
+        n->vlen = e->vlen;
+        if (vol)
+            expiry_of(n)->at_ms = at_ms;
+        swap_in(db, p, n);
+        e = n;
+    }
+    touched(c, db, key);
+    return e;
+}
+
+void kv_modified(kv_cmd_ctx *c, const resp_arg *key)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = link_of(db, h, key->ptr, key->len);
+    kv_entry *e = *p;
+    if (e && e->type != KV_STRING) {
+        const kv_type_ops *t = kv_type_of(e->type);
+        if (t->len(kv_obj(e)) == 0) {
+            unlink_free(db, p);
+        } else {
+            db->mem -= e->vlen;
+            e->vlen = (uint32_t)clamp32(t->mem(kv_obj(e)));
+            db->mem += e->vlen;
+        }
+    }
+    touched(c, db, key);
+}
+
+void kv_key_ready(kv_cmd_ctx *c, const resp_arg *key)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    (void)c;
+    kv_block_ready(db, key->ptr, key->len);
+}
+
+const kv_type_ops *kv_type_of(unsigned type)
+{
+    static const kv_type_ops *const types[] = {NULL, &kv_list_type, &kv_set_type, &kv_zset_type,
+                                               &kv_hash_type};
+    return types[type];
 }

@@ -830,7 +830,8 @@ int resp_add_push(resp_buf *b, int proto, size_t n)
 int resp_add_double(resp_buf *b, int proto, double d)
 {
     char s[RESP_DOUBLE_CHARS + 3];
-    int n = resp_fmt_double(s + 1, d);
+    int n = isinf(d) ? snprintf(s + 1, RESP_DOUBLE_CHARS, "%s", d > 0 ? "inf" : "-inf")
+                     : snprintf(s + 1, RESP_DOUBLE_CHARS, "%.17g", d);
     if (proto < 3)
         return resp_add_bulk(b, s + 1, (size_t)n);
     s[0] = ',';

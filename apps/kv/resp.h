@@ -169,8 +169,10 @@ int resp_add_map(resp_buf *b, int proto, size_t n);  /* "%n", RESP2 "*2n": n pai
 int resp_add_set(resp_buf *b, int proto, size_t n);  /* "~n", RESP2 "*n" */
 int resp_add_push(resp_buf *b, int proto, size_t n); /* ">n", RESP2 "*n" (pub/sub) */
 
-/* A double, Redis 7.2+'s addReplyDouble(): ",<d>\r\n" in RESP3, a bulk string in
- * RESP2, the text being resp_fmt_double()'s (ZSCORE, ZINCRBY, GEODIST...). */
+/* A double as Redis 7.0's addReplyDouble() writes it (ZSCORE, ZINCRBY...):
+ * ",<d>\r\n" in RESP3, a bulk string in RESP2, the text "%.17g" ("inf",
+ * "-inf"). keel-kv answers as the 7.0 series does (the Redis Debian ships);
+ * 7.2 switched to resp_fmt_double()'s shortest form. */
 int resp_add_double(resp_buf *b, int proto, double d);
 
 /* "#t\r\n"/"#f\r\n" in RESP3, ":1\r\n"/":0\r\n" in RESP2. */

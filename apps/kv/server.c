@@ -46,22 +46,22 @@ typedef struct hop {
     char data[];
 } hop;
 
-static __thread kv_db tl_db;
-static __thread bool tl_db_ready;
+static kv_db *dbs; /* one per shard, each touched by its owner (see txn.c) */
 
-kv_db *kv_local_db(void)
+kv_db *kv_db_of_shard(unsigned shard)
 {
-    if (!tl_db_ready && kv_db_init(&tl_db) == 0)
-        tl_db_ready = true;
-    return &tl_db;
+    return &dbs[shard];
+}
+
+static kv_db *kv_local_db(void)
+{
+    return &dbs[keel_shard_id()];
 }
 
 static keel_future *free_db_at_exit(void *arg)
 {
     (void)arg;
-    if (tl_db_ready)
-        kv_db_free(&tl_db);
-    tl_db_ready = false;
+    kv_db_free(kv_local_db());
     return keel_make_ready(0);
 }
 
@@ -133,7 +133,7 @@ static void hop_finished(kv_client *c, slot *s)
 static keel_future *run_hop(void *arg)
 {
     hop *h = arg;
-    kv_cmd_ctx ctx = {.db = kv_local_db(), .out = &h->out, .proto = h->proto};
+    kv_cmd_ctx ctx = {.out = &h->out, .proto = h->proto, .now_ms = kv_now_ms()};
     h->cmd->fn(&ctx, h->argc, h->argv);
     return keel_make_ready(0);
 }
@@ -189,7 +189,7 @@ static void send_hop(kv_client *c, slot *s, unsigned shard, const kv_command *cm
 static keel_future *dbsize_here(void *arg)
 {
     (void)arg;
-    return keel_make_ready((int64_t)kv_local_db()->count);
+    return keel_make_ready((int64_t)kv_db_size(kv_local_db()));
 }
 
 static void dbsize_part(void *ctx, keel_result r)
@@ -206,7 +206,7 @@ static void dbsize_part(void *ctx, keel_result r)
 
 static void run_local(kv_client *c, const kv_command *cmd, size_t argc, const resp_arg *argv)
 {
-    kv_cmd_ctx ctx = {.db = kv_local_db(), .out = reply_target(c), .proto = c->proto};
+    kv_cmd_ctx ctx = {.out = reply_target(c), .proto = c->proto, .now_ms = kv_now_ms()};
     cmd->fn(&ctx, argc, argv);
 }
 
@@ -222,12 +222,13 @@ static void dispatch(kv_client *c, size_t argc, const resp_arg *argv)
         kv_reply_arity(reply_target(c), cmd);
         return;
     }
-    if (cmd->flags & KV_CMD_SERVER) {
-        if (!strcmp(cmd->name, "quit")) {
+    if (cmd->flags & KV_CMD_CONN) {
+        if (!strcmp(cmd->name, "command")) {
+            kv_cmd_ctx ctx = {.out = reply_target(c), .proto = c->proto, .now_ms = kv_now_ms()};
+            kv_command_reply(&ctx, argc, argv);
+        } else if (!strcmp(cmd->name, "quit")) {
             resp_add_status(reply_target(c), "OK");
             c->quit = true;
-        } else if (!strcmp(cmd->name, "command")) {
-            resp_add_array(reply_target(c), 0); /* COMMAND DOCS etc.: not yet */
         } else if (!strcmp(cmd->name, "dbsize")) {
             unsigned n = keel_shard_count();
             slot *s = new_slot(c, 0);
@@ -250,29 +251,19 @@ static void dispatch(kv_client *c, size_t argc, const resp_arg *argv)
         }
         return;
     }
-    if (!(cmd->flags & KV_CMD_KEYED)) {
+    size_t idx[64];
+    int nk = kv_command_keys(cmd, argc, argv, idx, 64);
+    if (nk <= 0) {
         run_local(c, cmd, argc, argv);
         return;
     }
-    bool multi = argc > 2 && (!strcmp(cmd->name, "del") || !strcmp(cmd->name, "unlink") ||
-                              !strcmp(cmd->name, "exists"));
-    if (multi) {
-        /* One hop per key; the counts are summed in order. Not atomic
-         * across shards yet (issue 5). */
-        slot *s = new_slot(c, 0);
-        if (!s) {
-            resp_add_error(reply_target(c), "ERR out of memory");
+    unsigned owner = kv_shard_of_key(&argv[idx[0]]);
+    for (int i = 1; i < nk; i++) {
+        if (kv_shard_of_key(&argv[idx[i]]) != owner) {
+            resp_add_error(reply_target(c), "ERR keel: keys on several shards: not yet");
             return;
         }
-        s->is_sum = true;
-        for (size_t i = 1; i < argc; i++) {
-            const resp_arg *args[2] = {&argv[0], &argv[i]};
-            send_hop(c, s, kv_shard_of(kv_hash(argv[i].ptr, argv[i].len)), cmd, 2, args);
-        }
-        drain_slots(c);
-        return;
     }
-    unsigned owner = kv_shard_of(kv_hash(argv[1].ptr, argv[1].len));
     if (owner == keel_shard_id()) {
         run_local(c, cmd, argc, argv);
         return;
@@ -385,7 +376,8 @@ static void on_conn(void *ctx, keel_conn *conn)
 static keel_future *shard_setup(void *arg)
 {
     (void)arg;
-    kv_local_db();
+    if (kv_db_init(kv_local_db(), keel_shard_id()))
+        return keel_make_error(-ENOMEM);
     keel_at_exit(free_db_at_exit, NULL);
     return keel_make_ready(0);
 }
@@ -411,5 +403,11 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
         return keel_make_error(-ENOMEM);
     s->cfg = *cfg;
     s->out = out;
+    kv_commands_init();
+    dbs = calloc(keel_shard_count(), sizeof(*dbs));
+    if (!dbs) {
+        free(s);
+        return keel_make_error(-ENOMEM);
+    }
     return keel_then(keel_invoke_on_all(shard_setup, NULL), listen_now, s);
 }

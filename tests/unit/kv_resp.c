@@ -934,8 +934,8 @@ Test(kv_resp, doubles_are_comma_replies_in_resp3_and_bulks_in_resp2, .init = b_i
     EXPECT(",1.5\r\n");
     resp_add_double(&B, 2, 1.5);
     EXPECT("$3\r\n1.5\r\n");
-    resp_add_double(&B, 3, 0.1);
-    EXPECT(",0.1\r\n");
+    resp_add_double(&B, 3, 0.1); /* Redis 7.0's %.17g */
+    EXPECT(",0.10000000000000001\r\n");
     resp_add_double(&B, 2, INFINITY);
     EXPECT("$3\r\ninf\r\n");
     resp_add_double(&B, 3, -INFINITY);

@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Differential test: keel-kv must answer every command of a case file as a
+# real redis-server does, byte for byte as redis-cli prints it, in RESP2 and
+# in RESP3 (redis-cli -3).
+#
+# usage: tests/integ/kv_diff.sh KEEL_KV_BIN CASEFILE...
+# env:   KV_DIFF_PROTOCOLS ("2 3"): the protocols to run, e.g. "2" for RESP2 only.
+#        KV_DIFF_VERBOSE (unset): 1 prints both outputs even when they match.
+#
+# Case files (tests/integ/kv_cases/*.txt, each registered with ctest as
+# kv_diff_<name>): one redis-cli command line per line, quoted as at the
+# redis-cli prompt ("a b", 'c', "\x00"). Blank lines and lines starting with
+# # are ignored, and:
+#     @sleep MS       waits MS milliseconds before the next command (expiry);
+#     @any CMD...     runs CMD on both servers but does not compare its reply
+#                     (random or time-dependent replies: SPOP, TTL, ...).
+# The commands of a file go through one redis-cli per server and protocol,
+# one connection, one command at a time, after a FLUSHALL. Each command is
+# preceded by an ECHO marker so that its reply can be paired with it: inside
+# MULTI the markers are queued too (QUEUED, then inside EXEC's reply). As at
+# the redis-cli prompt, a line starting with a number repeats the command
+# ("3 INCR k"), and QUIT/EXIT end the file.
+#
+# Exit status: 0 when every reply matches, 1 otherwise. Under the sanitizer
+# build any sanitizer report in keel-kv's output fails the test as well.
+set -uo pipefail
+
+if [[ $# -lt 2 ]]; then
+    echo "usage: $0 KEEL_KV_BIN CASEFILE..." >&2
+    exit 2
+fi
+kv_bin=$1
+shift
+protocols=${KV_DIFF_PROTOCOLS:-"2 3"}
+
+for p in redis-server redis-cli; do
+    if ! command -v $p >/dev/null; then
+        echo "kv_diff: FAIL: $p is not installed: run 'make deps' (tools/deps.sh installs it)" >&2
+        exit 1
+    fi
+done
+[[ -x $kv_bin ]] || { echo "kv_diff: FAIL: no keel-kv binary at '$kv_bin'" >&2; exit 1; }
+
+work=$(mktemp -d)
+kv_pid=
+rs_pid=
+kv_log=$work/kv.out
+trap '[[ -n $kv_pid ]] && kill -9 $kv_pid 2>/dev/null; [[ -n $rs_pid ]] && kill -9 $rs_pid 2>/dev/null
+      wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() {
+    echo "kv_diff: FAIL: $*" >&2
+    for f in "$work"/kv.out "$work"/rs.out; do
+        [[ -s $f ]] && { echo "--- $(basename "$f") (last lines)" >&2; tail -n 20 "$f" >&2; }
+    done
+    exit 1
+}
+
+# ---- servers ---------------------------------------------------------------------
+
+# redis-server on a free port: a random one below the kernel's range of
+# ephemeral ports (so no outgoing connection holds it), retried if taken.
+start_redis() {
+    local lo hi port
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+    ((lo > 11000)) || lo=32768
+    for _ in $(seq 20); do
+        port=$((10000 + RANDOM % (lo - 10000)))
+        if command -v ss >/dev/null && [[ -n $(ss -Htan "sport = :$port" 2>/dev/null) ]]; then
+            continue
+        fi
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+            --daemonize no --dir "$work" >"$work/rs.out" 2>&1 &
+        rs_pid=$!
+        for _ in $(seq 100); do
+            if ! kill -0 "$rs_pid" 2>/dev/null; then
+                wait "$rs_pid" 2>/dev/null
+                rs_pid=
+                grep -q 'Address already in use' "$work/rs.out" && continue 2
+                fail "redis-server exited at startup"
+            fi
+            if [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; then
+                rs_port=$port
+                return 0
+            fi
+            sleep 0.05
+        done
+        fail "redis-server not answering on port $port after 5 s"
+    done
+    fail "no free port for redis-server after 20 tries"
+}
+
+start_kv() {
+    "$kv_bin" --port 0 --bind 127.0.0.1 --shards 2 >>"$kv_log" 2>&1 &
+    kv_pid=$!
+    local n_before=$1
+    for _ in $(seq 200); do
+        kill -0 "$kv_pid" 2>/dev/null || fail "keel-kv exited at startup"
+        kv_port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$kv_log" |
+            sed -n "$((n_before + 1))p")
+        [[ -n $kv_port ]] && return 0
+        sleep 0.05
+    done
+    fail "keel-kv did not print its listening line within 10 s"
+}
+
+# Stops keel-kv with SIGTERM and checks it exits cleanly, without a sanitizer report.
+stop_kv() {
+    kill -0 "$kv_pid" 2>/dev/null || fail "keel-kv is no longer running (crashed?)"
+    kill -TERM "$kv_pid"
+    for _ in $(seq 300); do
+        kill -0 "$kv_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$kv_pid" 2>/dev/null && fail "keel-kv still running 30 s after SIGTERM"
+    wait "$kv_pid"
+    local rc=$?
+    kv_pid=
+    [[ $rc -eq 0 ]] || fail "keel-kv exit status $rc after SIGTERM"
+    grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$kv_log" &&
+        fail "sanitizer report in keel-kv's output"
+    return 0
+}
+
+kv_starts=0
+restart_note=
+# A fresh keyspace on both: FLUSHALL, or, while keel-kv has no FLUSHALL, a fresh keel-kv.
+reset_servers() {
+    local r
+    r=$(redis-cli -p "$rs_port" flushall 2>&1)
+    [[ $r == OK ]] || fail "FLUSHALL on redis-server: $r"
+    r=$(redis-cli -p "$kv_port" flushall 2>&1)
+    if [[ $r != OK ]]; then
+        if [[ -z $restart_note ]]; then
+            restart_note=1
+            echo "kv_diff: note: keel-kv answers FLUSHALL with '$r': restarting it instead"
+        fi
+        stop_kv
+        start_kv $kv_starts
+        kv_starts=$((kv_starts + 1))
+    fi
+}
+
+start_redis
+start_kv 0
+kv_starts=1
+rs_version=$(redis-server --version | sed -nE 's/.*v=([0-9.]+).*/\1/p')
+
+# ---- case files --------------------------------------------------------------------
+
+# prepare CASEFILE: writes $work/cmds (the command lines, numbered by line),
+# $work/any (1 where the reply is not compared), $work/feed.N (the chunks between
+# @sleep lines, each command after its ECHO marker) and sets sleeps[N].
+prepare() {
+    rm -f "$work"/feed.* "$work/cmds" "$work/any"
+    sleeps=()
+    awk -v dir="$work" '
+        function chunk_file() { return dir "/feed." chunk }
+        BEGIN { chunk = 0; n = 0; printf "" > chunk_file() }
+        {
+            line = $0
+            sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line)
+            if (line == "" || line ~ /^#/) next
+            if (line ~ /^@sleep[ \t]/) {
+                ms = line; sub(/^@sleep[ \t]+/, "", ms)
+                if (ms !~ /^[0-9]+$/) { print FILENAME ":" FNR ": bad @sleep: " $0 > "/dev/stderr"; exit 2 }
+                print chunk, ms > (dir "/sleeps")
+                close(chunk_file()); chunk++; printf "" > chunk_file()
+                next
+            }
+            any = 0
+            if (line ~ /^@any[ \t]/) { any = 1; sub(/^@any[ \t]+/, "", line) }
+            else if (line ~ /^@/) { print FILENAME ":" FNR ": unknown directive: " $0 > "/dev/stderr"; exit 2 }
+            n++
+            print line > (dir "/cmds")
+            print any > (dir "/any")
+            print "ECHO @@kv_diff@@:" n > chunk_file()
+            print line > chunk_file()
+        }
+        END { printf "" >> (dir "/cmds"); printf "" >> (dir "/any") }' "$1" || return 1
+    if [[ -f $work/sleeps ]]; then
+        while read -r c ms; do sleeps[c]=$ms; done <"$work/sleeps"
+        rm -f "$work/sleeps"
+    fi
+    n_chunks=$(ls "$work"/feed.* | wc -l)
+    n_cmds=$(wc -l <"$work/cmds")
+}
+
+feed() {
+    local c
+    for ((c = 0; c < n_chunks; c++)); do
+        cat "$work/feed.$c"
+        [[ -n ${sleeps[c]:-} ]] && sleep "$(awk -v ms="${sleeps[c]}" 'BEGIN { print ms / 1000 }')"
+    done
+}
+
+# run PORT PROTO OUT: the file's commands through one redis-cli, then its output
+# rewritten so that each reply follows its command line ("> CMD").
+run() {
+    local port=$1 proto=$2 out=$3 opts=(--no-raw -p "$1")
+    [[ $proto == 3 ]] && opts+=(-3)
+    feed | redis-cli "${opts[@]}" >"$out.raw" 2>"$out.err"
+    awk -v cmds="$work/cmds" -v anys="$work/any" '
+        BEGIN {
+            while ((getline l < cmds) > 0) cmd[++n] = l
+            while ((getline l < anys) > 0) any[++m] = l
+        }
+        /^"@@kv_diff@@:[0-9]+"$/ {
+            i = substr($0, 14, length($0) - 14) + 0
+            print "> " cmd[i]
+            skip = any[i]
+            if (skip) print "(@any: reply not compared)"
+            next
+        }
+        !skip { print }' "$out.raw" >"$out"
+    if [[ -s $out.err ]]; then
+        echo "--- redis-cli stderr" >>"$out"
+        cat "$out.err" >>"$out"
+    fi
+}
+
+failed=0
+for f in "$@"; do
+    name=$(basename "$f")
+    [[ -f $f ]] || fail "no case file '$f'"
+    prepare "$f" || fail "bad case file '$f'"
+    results=()
+    for proto in $protocols; do
+        reset_servers
+        run "$rs_port" "$proto" "$work/redis.txt" &
+        run "$kv_port" "$proto" "$work/keel.txt" &
+        wait
+        if ! kill -0 "$kv_pid" 2>/dev/null; then
+            failed=1
+            echo "kv_diff: FAIL $name (RESP$proto): keel-kv died during the file"
+            diff -u -F '^> ' --label "redis-server $rs_version" --label keel-kv \
+                "$work/redis.txt" "$work/keel.txt" | head -n 60
+            fail "keel-kv crashed on $name"
+        fi
+        if cmp -s "$work/redis.txt" "$work/keel.txt"; then
+            results+=("RESP$proto ok")
+            if [[ -n ${KV_DIFF_VERBOSE:-} ]]; then
+                echo "=== $name (RESP$proto): both servers"
+                cat "$work/redis.txt"
+            fi
+        else
+            failed=1
+            results+=("RESP$proto DIFFERS")
+            echo "kv_diff: FAIL $name (RESP$proto): replies differ (- redis-server, + keel-kv):"
+            diff -u -F '^> ' --label "redis-server $rs_version (RESP$proto)" \
+                --label "keel-kv (RESP$proto)" "$work/redis.txt" "$work/keel.txt"
+        fi
+    done
+    echo "kv_diff: $name: $n_cmds commands: ${results[*]}"
+done
+
+stop_kv
+kill -TERM "$rs_pid" 2>/dev/null
+wait "$rs_pid" 2>/dev/null
+rs_pid=
+if ((failed)); then
+    echo "kv_diff: FAIL: keel-kv's replies differ from redis-server $rs_version's (diffs above)"
+    exit 1
+fi
+echo "PASS: keel-kv answers $# case file(s) as redis-server $rs_version does (RESP ${protocols// /, })"
