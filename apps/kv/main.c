@@ -1,10 +1,11 @@
-/* keel-kv: a Redis-compatible store, sharded across cores. Work in
- * progress (issue 5): strings and keys so far; see the README. */
+/* keel-kv: a Redis-compatible store, sharded across cores. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv.h"
+#include "server.h"
 
 static struct {
     kv_config cfg;
@@ -22,9 +23,11 @@ static void listening(void *ctx, keel_result r)
         keel_stop();
         return;
     }
-    printf("keel-kv: listening on %s port %u, %u shards, backend %s; try: redis-cli -p %u ping\n",
+    kv_cfg.port = keel_listener_port(app.listener);
+    printf("keel-kv: listening on %s port %u, %u shards, backend %s%s; try: redis-cli -p %u ping\n",
            app.cfg.listen.bind, keel_listener_port(app.listener), keel_shard_count(),
-           keel_backend_name(), keel_listener_port(app.listener));
+           keel_backend_name(), kv_cfg.requirepass && *kv_cfg.requirepass ? ", password set" : "",
+           keel_listener_port(app.listener));
     fflush(stdout);
 }
 
@@ -38,13 +41,94 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: keel-kv [options]\n"
-            "A Redis-compatible key-value store on every shard (work in progress: strings\n"
-            "and keys so far). SIGINT/SIGTERM stop it.\n\n"
+            "A Redis-compatible key-value store with its keyspace split across shards\n"
+            "(one per CPU). redis-cli and Redis clients talk to it unchanged. SIGINT or\n"
+            "SIGTERM stop it.\n\n"
             "Options:\n"
             "%s"
+            "  --requirepass PW      clients must AUTH with PW\n"
+            "  --maxmemory BYTES     memory limit for data (100mb, 1gb; 0: none)\n"
+            "  --maxmemory-policy P  noeviction|allkeys-lru|allkeys-random|volatile-lru|...\n"
+            "  --config FILE         a redis.conf subset: port, bind, requirepass,\n"
+            "                        maxmemory, maxmemory-policy, and Redis's tuning\n"
+            "                        parameters (see CONFIG GET *)\n"
+            "  --NAME VALUE          any parameter CONFIG SET accepts\n"
             "%s"
             "  -h, --help            show this help\n",
             keel_listen_config_usage(&app.cfg.listen), keel_config_usage());
+}
+
+/* Applies one parameter; port and bind go to the listener. */
+static int set_param(const char *name, const char *value, const char *where)
+{
+    if (!strcmp(name, "port")) {
+        char *end;
+        long p = strtol(value, &end, 10);
+        if (*end || p < 0 || p > 65535) {
+            fprintf(stderr, "keel-kv: %s: port '%s' is not a port number (0-65535)\n", where,
+                    value);
+            return -1;
+        }
+        app.cfg.listen.port = (uint16_t)p;
+        return 0;
+    }
+    if (!strcmp(name, "bind")) {
+        /* Redis takes several addresses; keel-kv listens on the first. */
+        static char first[256];
+        snprintf(first, sizeof(first), "%.*s", (int)strcspn(value, " "), value);
+        app.cfg.listen.bind = first;
+        return 0;
+    }
+    const char *why;
+    if (kv_config_set(name, value, &why)) {
+        if (!strcmp(why, "unknown"))
+            fprintf(stderr, "keel-kv: %s: unknown parameter '%s' (see keel-kv --help)\n", where,
+                    name);
+        else
+            fprintf(stderr, "keel-kv: %s: bad value '%s' for '%s': %s\n", where, value, name, why);
+        return -1;
+    }
+    return 0;
+}
+
+static int load_config(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "keel-kv: cannot open config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[4096], where[512];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *p = line;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (!*p || *p == '#')
+            continue;
+        p[strcspn(p, "\r\n")] = 0;
+        char *name = p;
+        p += strcspn(p, " \t");
+        if (*p)
+            *p++ = 0;
+        while (isspace((unsigned char)*p))
+            p++;
+        size_t n = strlen(p);
+        if (n >= 2 && (p[0] == '"' || p[0] == '\'') && p[n - 1] == p[0]) {
+            p[n - 1] = 0;
+            p++;
+        }
+        for (char *q = name; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+        snprintf(where, sizeof(where), "%s:%d", path, lineno);
+        if (set_param(name, p, where)) {
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -54,6 +138,7 @@ int main(int argc, char **argv)
     keel_listen_config_init(&app.cfg.listen);
     app.cfg.listen.port = 6379;
     app.cfg.listen.bind = "127.0.0.1";
+    kv_config_defaults();
     if (keel_config_parse_args(&cfg, &argc, argv) ||
         keel_listen_config_parse_args(&app.cfg.listen, &argc, argv))
         return 2;
@@ -62,11 +147,35 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        fprintf(stderr, "keel-kv: unknown option '%s'\n", argv[i]);
-        usage(stderr);
-        return 2;
+    }
+    /* The config file first, so options on the command line win. */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "keel-kv: --config needs a file name\n");
+                return 2;
+            }
+            if (load_config(argv[i + 1]))
+                return 2;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            i++;
+            continue;
+        }
+        if (strncmp(argv[i], "--", 2) || i + 1 >= argc) {
+            fprintf(stderr, "keel-kv: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+        if (set_param(argv[i] + 2, argv[i + 1], "command line"))
+            return 2;
+        i++;
     }
     int err = keel_run(&cfg, main_fn, NULL);
+    kv_server_free();
+    kv_config_free();
     if (err) {
         fprintf(stderr, "keel-kv: %s\n", keel_strerror(err));
         return 1;

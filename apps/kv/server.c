@@ -1,75 +1,83 @@
-/* keel-kv's server: reads commands from a client, runs each on the shard
- * that owns its key (here, or through keel_submit_to), and writes replies
- * back in request order even when a pipeline spans shards.
+/* keel-kv's server: reads commands from a client, runs each where its keys
+ * live, and writes replies back in request order.
+ *
+ * Where a command runs:
+ * - no keys (PING, TIME...): here, at once;
+ * - keys on one shard: on that shard, through its gate (txn.c) — here if
+ *   it is this shard, else after a keel_submit_to hop;
+ * - keys on several shards, MULTI/EXEC, and commands over every shard
+ *   (KEYS, FLUSHALL): here, holding the locks of every shard involved
+ *   (txn.c). Such a command is a barrier: the client's later commands
+ *   wait for it, so they see its effects.
  *
  * Order: replies go to the client's output buffer while nothing is
- * outstanding; once a command waits on another shard, every later reply of
- * that client queues behind it in a slot, and slots drain into the output
- * buffer in order as they complete. A batch of commands read together is
- * written together, after its last slot is done. */
+ * outstanding; once a command waits, every later reply of that client
+ * queues behind it in a slot, and slots drain into the output buffer in
+ * order as they complete. A batch of commands read together is written
+ * together, after its last slot is done. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "kv.h"
+#include "server.h"
+#include "txn.h"
 
 typedef struct slot {
     struct slot *next;
     resp_buf out;
-    size_t pending; /* hops still out */
-    bool is_sum;    /* an integer reply summed over hops (DEL, EXISTS, DBSIZE) */
-    long long sum;
+    size_t pending; /* work still out */
 } slot;
 
-typedef struct kv_client {
-    keel_conn *conn;
-    resp_parser parser;
-    char *q;
-    size_t qlen, qcap;
-    resp_buf out;
-    slot *head, *tail;
-    size_t hops;
-    keel_promise drained;
-    int proto;
-    bool quit, ended;
-} kv_client;
-
-typedef struct hop {
-    kv_client *client;
-    slot *slot;
+typedef struct queued {
+    struct queued *next;
     const kv_command *cmd;
-    int proto;
     size_t argc;
-    resp_buf out; /* written on the owner, read and freed here */
     resp_arg *argv;
     char data[];
-} hop;
+} queued;
+
+typedef struct watched {
+    struct watched *next;
+    kv_watch_req *req;
+} watched;
 
 static kv_db *dbs; /* one per shard, each touched by its owner (see txn.c) */
+kv_server_config kv_cfg;
+static atomic_uint_fast64_t next_client_id = 1;
+static __thread kv_client *tl_clients; /* this shard's clients, for CLIENT LIST */
 
 kv_db *kv_db_of_shard(unsigned shard)
 {
     return &dbs[shard];
 }
 
-static kv_db *kv_local_db(void)
+static kv_db *local_db(void)
 {
     return &dbs[keel_shard_id()];
 }
 
-static keel_future *free_db_at_exit(void *arg)
-{
-    (void)arg;
-    kv_db_free(kv_local_db());
-    return keel_make_ready(0);
-}
+static void unwatch_all(kv_client *c);
+static void discard_multi(kv_client *c);
 
 static void client_free(kv_client *c)
 {
+    discard_multi(c);
+    unwatch_all(c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        tl_clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    atomic_fetch_sub(&kv_stats.connected_clients, 1);
     resp_parser_free(&c->parser);
     resp_buf_free(&c->out);
     free(c->q);
+    free(c->name);
     free(c);
 }
 
@@ -78,10 +86,7 @@ static void drain_slots(kv_client *c)
 {
     while (c->head && c->head->pending == 0) {
         slot *s = c->head;
-        if (s->is_sum)
-            resp_add_int(&c->out, s->sum);
-        else
-            resp_add_raw(&c->out, s->out.data, s->out.len);
+        resp_add_raw(&c->out, s->out.data, s->out.len);
         c->head = s->next;
         if (!c->head)
             c->tail = NULL;
@@ -90,13 +95,12 @@ static void drain_slots(kv_client *c)
     }
 }
 
-static slot *new_slot(kv_client *c, size_t pending)
+static slot *new_slot(kv_client *c)
 {
     slot *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     resp_buf_init(&s->out);
-    s->pending = pending;
     if (c->tail)
         c->tail->next = s;
     else
@@ -107,177 +111,712 @@ static slot *new_slot(kv_client *c, size_t pending)
 
 /* Where the next reply goes: the output buffer, or a slot if something
  * before it is still out. */
-static resp_buf *reply_target(kv_client *c)
+resp_buf *kv_reply_target(kv_client *c)
 {
     if (!c->head)
         return &c->out;
-    slot *s = new_slot(c, 0);
+    slot *s = new_slot(c);
     return s ? &s->out : &c->out; /* out of memory: order is the lesser loss */
 }
 
-/* ---- hops to other shards -------------------------------------------------- */
-
-/* One hop of slot s came back: drain what is now in order, wake the
- * client's loop once nothing is out, free a client that ended meanwhile. */
-static void hop_finished(kv_client *c, slot *s)
+/* Starts a piece of asynchronous work whose reply goes to s. */
+static void work_started(kv_client *c, slot *s)
 {
-    s->pending--;
-    c->hops--;
-    drain_slots(c);
-    if (c->hops == 0 && keel_promise_pending(&c->drained))
-        keel_promise_set_value(&c->drained, 0);
-    if (c->hops == 0 && c->ended)
-        client_free(c);
+    s->pending++;
+    c->outstanding++;
 }
 
-static keel_future *run_hop(void *arg)
+/* A piece of work of slot s finished: drain what is now in order, wake
+ * the client's loop once nothing is out, free a client that ended. */
+static void work_finished(kv_client *c, slot *s)
+{
+    s->pending--;
+    c->outstanding--;
+    drain_slots(c);
+    if (c->outstanding == 0) {
+        c->barrier = false;
+        if (keel_promise_pending(&c->drained))
+            keel_promise_set_value(&c->drained, 0);
+        if (c->ended)
+            client_free(c);
+    }
+}
+
+static void ctx_init(kv_cmd_ctx *x, kv_client *c, resp_buf *out)
+{
+    *x = (kv_cmd_ctx){.out = out, .proto = c->proto, .now_ms = kv_now_ms(), .client = c};
+}
+
+static void count_command(const kv_command *cmd)
+{
+    (void)cmd;
+    kv_stats_local()->commands++;
+}
+
+/* Runs a command's handler here; the caller made its keys reachable. */
+static void run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsigned flags,
+                        size_t argc, const resp_arg *argv)
+{
+    kv_cmd_ctx x;
+    ctx_init(&x, c, out);
+    x.flags = flags;
+    count_command(cmd);
+    cmd->fn(&x, argc, argv);
+}
+
+/* ---- copies of commands (hops, MULTI queues) ------------------------------------ */
+
+static queued *copy_command(const kv_command *cmd, size_t argc, const resp_arg *argv)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < argc; i++)
+        bytes += argv[i].len;
+    queued *q = malloc(sizeof(*q) + argc * sizeof(resp_arg) + bytes);
+    if (!q)
+        return NULL;
+    q->next = NULL;
+    q->cmd = cmd;
+    q->argc = argc;
+    q->argv = (resp_arg *)q->data;
+    char *p = q->data + argc * sizeof(resp_arg);
+    for (size_t i = 0; i < argc; i++) {
+        memcpy(p, argv[i].ptr, argv[i].len);
+        q->argv[i] = (resp_arg){p, argv[i].len};
+        p += argv[i].len;
+    }
+    return q;
+}
+
+/* ---- one shard: a gated run, here or after a hop ------------------------------- */
+
+typedef struct hop {
+    kv_client *client;
+    slot *slot;
+    int proto;
+    resp_buf out; /* written on the owner, read and freed here */
+    queued *q;
+} hop;
+
+static void hop_run(void *arg)
 {
     hop *h = arg;
-    kv_cmd_ctx ctx = {.out = &h->out, .proto = h->proto, .now_ms = kv_now_ms()};
-    h->cmd->fn(&ctx, h->argc, h->argv);
-    return keel_make_ready(0);
+    kv_cmd_ctx x = {.out = &h->out, .proto = h->proto, .now_ms = kv_now_ms(), .client = h->client};
+    count_command(h->q->cmd);
+    h->q->cmd->fn(&x, h->q->argc, h->q->argv);
 }
 
 static void hop_done(void *ctx, keel_result r)
 {
     hop *h = ctx;
+    if (r.err)
+        resp_add_errorf(&h->slot->out, "ERR %s", keel_strerror(r.err));
+    else
+        resp_add_raw(&h->slot->out, h->out.data, h->out.len);
+    resp_buf_free(&h->out);
+    free(h->q);
     kv_client *c = h->client;
     slot *s = h->slot;
-    (void)r;
-    if (s->is_sum) {
-        /* The per-key reply is ":0\r\n" or ":1\r\n" (or a count). */
-        if (h->out.len > 1 && h->out.data[0] == ':')
-            s->sum += strtoll(h->out.data + 1, NULL, 10);
-    } else {
-        resp_add_raw(&s->out, h->out.data, h->out.len);
-    }
-    resp_buf_free(&h->out);
     free(h);
-    hop_finished(c, s);
+    work_finished(c, s);
 }
 
-/* Sends argv[0] plus the given args to shard. */
-static void send_hop(kv_client *c, slot *s, unsigned shard, const kv_command *cmd, size_t argc,
-                     const resp_arg *const *args)
+static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, size_t argc,
+                         const resp_arg *argv)
 {
-    size_t bytes = 0;
-    for (size_t i = 0; i < argc; i++)
-        bytes += args[i]->len;
-    hop *h = malloc(sizeof(*h) + argc * sizeof(resp_arg) + bytes);
-    if (!h) {
-        resp_add_error(&s->out, "ERR out of memory");
+    if (shard == keel_shard_id() && kv_gate_open()) {
+        run_handler(c, cmd, kv_reply_target(c), 0, argc, argv);
+        return;
+    }
+    slot *s = new_slot(c);
+    hop *h = calloc(1, sizeof(*h));
+    queued *q = copy_command(cmd, argc, argv);
+    if (!s || !h || !q) {
+        free(h);
+        free(q);
+        resp_add_error(s ? &s->out : kv_reply_target(c), "ERR out of memory");
         return;
     }
     h->client = c;
     h->slot = s;
-    h->cmd = cmd;
     h->proto = c->proto;
-    h->argc = argc;
-    h->argv = (resp_arg *)h->data;
+    h->q = q;
     resp_buf_init(&h->out);
-    char *p = h->data + argc * sizeof(resp_arg);
-    for (size_t i = 0; i < argc; i++) {
-        memcpy(p, args[i]->ptr, args[i]->len);
-        h->argv[i] = (resp_arg){p, args[i]->len};
-        p += args[i]->len;
+    work_started(c, s);
+    keel_on_done(kv_run_on(shard, hop_run, h), hop_done, h);
+}
+
+/* ---- several shards: under locks ---------------------------------------------------- */
+
+typedef struct locked {
+    kv_client *client;
+    slot *slot;
+    unsigned *shards;
+    unsigned nshards;
+    queued *cmds; /* one command, or EXEC's queue */
+    bool exec;
+    watched *watches; /* EXEC: checked and dropped under the locks */
+} locked;
+
+static void shard_set_add(unsigned *set, unsigned *n, unsigned shard)
+{
+    unsigned i = 0;
+    while (i < *n && set[i] < shard)
+        i++;
+    if (i < *n && set[i] == shard)
+        return;
+    memmove(set + i + 1, set + i, (*n - i) * sizeof(*set));
+    set[i] = shard;
+    (*n)++;
+}
+
+/* Adds the shards of cmd's keys to set; returns false for a command over
+ * every shard (the caller then takes all). */
+static bool command_shards(const kv_command *cmd, size_t argc, const resp_arg *argv,
+                           unsigned *set, unsigned *n)
+{
+    if (cmd->flags & KV_CMD_ALL_SHARDS)
+        return false;
+    size_t idx[256];
+    int nk = kv_command_keys(cmd, argc, argv, idx, 256);
+    if (nk == 256)
+        return false; /* more keys than we track: lock everything */
+    for (int i = 0; i < nk; i++)
+        shard_set_add(set, n, kv_shard_of_key(&argv[idx[i]]));
+    return true;
+}
+
+static void all_shards(unsigned *set, unsigned *n)
+{
+    *n = keel_shard_count();
+    for (unsigned i = 0; i < *n; i++)
+        set[i] = i;
+}
+
+static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, size_t argc,
+                         const resp_arg *argv);
+
+static void locked_body(void *arg)
+{
+    locked *l = arg;
+    kv_client *c = l->client;
+    resp_buf *out = &l->slot->out;
+    if (!l->exec) {
+        run_handler(c, l->cmds->cmd, out, 0, l->cmds->argc, l->cmds->argv);
+        return;
     }
-    s->pending++;
-    c->hops++;
-    keel_on_done(keel_submit_to(shard, run_hop, h), hop_done, h);
+    bool dirty = false;
+    kv_cmd_ctx x;
+    ctx_init(&x, c, out);
+    for (watched *w = l->watches; w; w = w->next) {
+        /* A watched key that expired since is a change too (Redis 7.0). */
+        kv_lookup(&x, &(resp_arg){w->req->key, w->req->klen});
+        dirty |= kv_watch_dirty(w->req);
+    }
+    for (watched *w = l->watches, *n; w; w = n) {
+        n = w->next;
+        kv_watch_del(w->req);
+        free(w->req);
+        free(w);
+    }
+    l->watches = NULL;
+    if (dirty) {
+        resp_add_null_array(out, c->proto);
+        return;
+    }
+    size_t n = 0;
+    for (queued *q = l->cmds; q; q = q->next)
+        n++;
+    resp_add_array(out, n);
+    for (queued *q = l->cmds; q; q = q->next) {
+        if (q->cmd->flags & KV_CMD_CONN)
+            conn_command(c, q->cmd, out, q->argc, q->argv);
+        else
+            run_handler(c, q->cmd, out, KV_CTX_MULTI, q->argc, q->argv);
+    }
 }
 
-static keel_future *dbsize_here(void *arg)
+static void locked_done(void *ctx, keel_result r)
 {
-    (void)arg;
-    return keel_make_ready((int64_t)kv_db_size(kv_local_db()));
+    locked *l = ctx;
+    if (r.err)
+        resp_add_errorf(&l->slot->out, "ERR %s", keel_strerror(r.err));
+    for (queued *q = l->cmds, *n; q; q = n) {
+        n = q->next;
+        free(q);
+    }
+    kv_client *c = l->client;
+    slot *s = l->slot;
+    free(l->shards);
+    free(l);
+    work_finished(c, s);
 }
 
-static void dbsize_part(void *ctx, keel_result r)
+/* Runs cmds (one command, or EXEC's queue, taken over) under the locks of
+ * shards[0..n); later commands of the client wait for it. */
+static void run_locked(kv_client *c, unsigned *shards, unsigned n, queued *cmds, bool exec,
+                       watched *watches)
 {
-    hop *h = ctx; /* only client and slot are used */
-    kv_client *c = h->client;
-    slot *s = h->slot;
-    s->sum += r.err ? 0 : r.val;
-    free(h);
-    hop_finished(c, s);
+    slot *s = new_slot(c);
+    locked *l = calloc(1, sizeof(*l));
+    if (!s || !l) {
+        free(l);
+        free(shards);
+        resp_add_error(s ? &s->out : kv_reply_target(c), "ERR out of memory");
+        for (queued *q = cmds, *nx; q; q = nx) {
+            nx = q->next;
+            free(q);
+        }
+        return;
+    }
+    *l = (locked){c, s, shards, n, cmds, exec, watches};
+    work_started(c, s);
+    c->barrier = true;
+    keel_on_done(kv_run_locked(shards, n, locked_body, l), locked_done, l);
+}
+
+static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp_arg *argv)
+{
+    size_t idx[256];
+    int nk = (cmd->flags & KV_CMD_ALL_SHARDS) ? 0 : kv_command_keys(cmd, argc, argv, idx, 256);
+    if (!(cmd->flags & KV_CMD_ALL_SHARDS) && nk <= 0) {
+        run_handler(c, cmd, kv_reply_target(c), 0, argc, argv);
+        return;
+    }
+    if (nk > 0 && nk < 256) {
+        unsigned owner = kv_shard_of_key(&argv[idx[0]]);
+        bool one = true;
+        for (int i = 1; i < nk && one; i++)
+            one = kv_shard_of_key(&argv[idx[i]]) == owner;
+        if (one) {
+            run_on_shard(c, owner, cmd, argc, argv);
+            return;
+        }
+    }
+    unsigned *set = malloc(keel_shard_count() * sizeof(*set));
+    queued *q = copy_command(cmd, argc, argv);
+    if (!set || !q) {
+        free(set);
+        free(q);
+        resp_add_error(kv_reply_target(c), "ERR out of memory");
+        return;
+    }
+    unsigned n = 0;
+    if (!command_shards(cmd, argc, argv, set, &n))
+        all_shards(set, &n);
+    run_locked(c, set, n, q, false, NULL);
+}
+
+/* ---- gathering from every shard -------------------------------------------------- */
+
+typedef struct gather {
+    kv_client *client;
+    slot *slot;
+    void *reqs;
+    unsigned left;
+    void (*finish)(kv_client *c, resp_buf *out, void *reqs);
+} gather;
+
+static void gather_part(void *ctx, keel_result r)
+{
+    gather *g = ctx;
+    (void)r;
+    if (--g->left)
+        return;
+    kv_client *c = g->client;
+    slot *s = g->slot;
+    g->finish(c, &s->out, g->reqs);
+    free(g);
+    work_finished(c, s);
+}
+
+void kv_gather(kv_client *c, keel_remote_fn fn, void *reqs, size_t size,
+               void (*finish)(kv_client *c, resp_buf *out, void *reqs))
+{
+    slot *s = new_slot(c);
+    gather *g = malloc(sizeof(*g));
+    if (!s || !g) {
+        free(g);
+        resp_add_error(s ? &s->out : kv_reply_target(c), "ERR out of memory");
+        free(reqs);
+        return;
+    }
+    unsigned n = keel_shard_count();
+    *g = (gather){c, s, reqs, n, finish};
+    work_started(c, s);
+    for (unsigned i = 0; i < n; i++)
+        keel_on_done(keel_submit_to(i, fn, (char *)reqs + i * size), gather_part, g);
+}
+
+/* ---- MULTI / EXEC / WATCH ------------------------------------------------------------ */
+
+static void discard_multi(kv_client *c)
+{
+    for (queued *q = c->mq_head, *n; q; q = n) {
+        n = q->next;
+        free(q);
+    }
+    c->mq_head = c->mq_tail = NULL;
+    c->in_multi = c->multi_dirty = false;
+}
+
+static void unwatch_done(void *ctx, keel_result r)
+{
+    (void)r;
+    free(ctx);
+}
+
+static void unwatch_run(void *arg)
+{
+    kv_watch_del(arg);
+}
+
+static void unwatch_all(kv_client *c)
+{
+    for (watched *w = c->watches, *n; w; w = n) {
+        n = w->next;
+        keel_on_done(kv_run_on(w->req->shard, unwatch_run, w->req), unwatch_done, w->req);
+        free(w);
+    }
+    c->watches = NULL;
+}
+
+typedef struct watch_op {
+    kv_client *client;
+    slot *slot;
+    kv_watch_req *req;
+} watch_op;
+
+static void watch_run(void *arg)
+{
+    watch_op *op = arg;
+    kv_watch_add(op->req);
+}
+
+static void watch_done(void *ctx, keel_result r)
+{
+    watch_op *op = ctx;
+    kv_client *c = op->client;
+    watched *w = malloc(sizeof(*w));
+    if (r.err || !w) {
+        /* Unregistered: EXEC will fail safe (kv_watch_dirty). */
+        free(w);
+        w = NULL;
+    }
+    if (w) {
+        w->req = op->req;
+        w->next = c->watches;
+        c->watches = w;
+    } else {
+        free(op->req);
+    }
+    slot *s = op->slot;
+    free(op);
+    work_finished(c, s);
+}
+
+static void cmd_watch(kv_client *c, resp_buf *out, size_t argc, const resp_arg *argv)
+{
+    (void)out;
+    slot *s = new_slot(c);
+    if (!s) {
+        resp_add_error(kv_reply_target(c), "ERR out of memory");
+        return;
+    }
+    for (size_t i = 1; i < argc; i++) {
+        bool seen = false;
+        for (watched *w = c->watches; w && !seen; w = w->next)
+            seen = w->req->klen == argv[i].len && !memcmp(w->req->key, argv[i].ptr, argv[i].len);
+        if (seen)
+            continue;
+        watch_op *op = malloc(sizeof(*op));
+        kv_watch_req *r = malloc(sizeof(*r) + argv[i].len);
+        if (!op || !r) {
+            free(op);
+            free(r);
+            continue;
+        }
+        r->shard = kv_shard_of_key(&argv[i]);
+        r->w = NULL;
+        r->klen = argv[i].len;
+        memcpy(r->key, argv[i].ptr, argv[i].len);
+        *op = (watch_op){c, s, r};
+        work_started(c, s);
+        keel_on_done(kv_run_on(r->shard, watch_run, op), watch_done, op);
+    }
+    resp_add_status(&s->out, "OK");
+    drain_slots(c);
+}
+
+static void cmd_exec(kv_client *c, resp_buf *out)
+{
+    if (!c->in_multi) {
+        resp_add_error(out, "ERR EXEC without MULTI");
+        return;
+    }
+    if (c->multi_dirty) {
+        resp_add_error(out, "EXECABORT Transaction discarded because of previous errors.");
+        discard_multi(c);
+        unwatch_all(c);
+        return;
+    }
+    unsigned *set = malloc(keel_shard_count() * sizeof(*set));
+    if (!set) {
+        resp_add_error(out, "ERR out of memory");
+        return;
+    }
+    unsigned n = 0;
+    bool all = false;
+    for (queued *q = c->mq_head; q && !all; q = q->next)
+        all = !command_shards(q->cmd, q->argc, q->argv, set, &n);
+    for (watched *w = c->watches; w && !all; w = w->next)
+        shard_set_add(set, &n, w->req->shard);
+    if (all)
+        all_shards(set, &n);
+    queued *cmds = c->mq_head;
+    watched *watches = c->watches;
+    c->mq_head = c->mq_tail = NULL;
+    c->watches = NULL;
+    c->in_multi = c->multi_dirty = false;
+    run_locked(c, set, n, cmds, true, watches);
+}
+
+/* ---- connection commands ---------------------------------------------------------- */
+
+static void reply_hello(kv_client *c, resp_buf *out)
+{
+    resp_add_map(out, c->proto, 7);
+    resp_add_bulk_cstr(out, "server");
+    resp_add_bulk_cstr(out, "redis");
+    resp_add_bulk_cstr(out, "version");
+    resp_add_bulk_cstr(out, KV_REDIS_VERSION);
+    resp_add_bulk_cstr(out, "proto");
+    resp_add_int(out, c->proto);
+    resp_add_bulk_cstr(out, "id");
+    resp_add_int(out, (long long)c->id);
+    resp_add_bulk_cstr(out, "mode");
+    resp_add_bulk_cstr(out, "standalone");
+    resp_add_bulk_cstr(out, "role");
+    resp_add_bulk_cstr(out, "master");
+    resp_add_bulk_cstr(out, "modules");
+    resp_add_array(out, 0);
+}
+
+/* AUTH [user] pass: only the default user exists. Returns whether it
+ * succeeded, having replied the error otherwise. */
+static bool check_auth(kv_client *c, resp_buf *out, const resp_arg *user, const resp_arg *pass)
+{
+    const char *pw = kv_cfg.requirepass;
+    bool ok;
+    if (!pw || !*pw)
+        ok = user != NULL && kv_arg_is(user, "DEFAULT") ? true : user != NULL;
+    else
+        ok = (!user || (user->len == 7 && !strncmp(user->ptr, "default", 7))) &&
+             pass->len == strlen(pw) && !memcmp(pass->ptr, pw, pass->len);
+    if (!pw || !*pw) {
+        if (!user) {
+            resp_add_error(out, "ERR AUTH <password> called without any password configured for "
+                                "the default user. Are you sure your configuration is correct?");
+            return false;
+        }
+        ok = user->len == 7 && !strncmp(user->ptr, "default", 7);
+    }
+    if (!ok) {
+        resp_add_error(out, "WRONGPASS invalid username-password pair or user is disabled.");
+        return false;
+    }
+    c->authed = true;
+    c->parser.unauthenticated = false;
+    return true;
+}
+
+static void cmd_hello(kv_client *c, resp_buf *out, size_t argc, const resp_arg *argv)
+{
+    int proto = c->proto;
+    size_t i = 1;
+    if (argc >= 2) {
+        long long v;
+        if (!resp_string2ll(argv[1].ptr, argv[1].len, &v)) {
+            resp_add_error(out, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        if (v < 2 || v > 3) {
+            resp_add_error(out, "NOPROTO unsupported protocol version");
+            return;
+        }
+        proto = (int)v;
+        i = 2;
+    }
+    const resp_arg *user = NULL, *pass = NULL, *name = NULL;
+    for (; i < argc; i++) {
+        size_t more = argc - i - 1;
+        if (kv_arg_is(&argv[i], "AUTH") && more >= 2) {
+            user = &argv[i + 1];
+            pass = &argv[i + 2];
+            i += 2;
+        } else if (kv_arg_is(&argv[i], "SETNAME") && more >= 1) {
+            name = &argv[i + 1];
+            i++;
+        } else {
+            resp_add_errorf(out, "ERR Syntax error in HELLO option '%.*s'", (int)argv[i].len,
+                            argv[i].ptr);
+            return;
+        }
+    }
+    if (!c->authed && !user) {
+        resp_add_error(out, "NOAUTH HELLO must be called with the client already authenticated, "
+                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                            "authenticate the client and select the RESP protocol version at the "
+                            "same time");
+        return;
+    }
+    if (user && !check_auth(c, out, user, pass))
+        return;
+    if (name && !kv_client_set_name(c, out, name))
+        return;
+    c->proto = proto;
+    reply_hello(c, out);
+}
+
+static void cmd_auth(kv_client *c, resp_buf *out, size_t argc, const resp_arg *argv)
+{
+    if (argc > 3) {
+        kv_reply_syntax(out);
+        return;
+    }
+    if (check_auth(c, out, argc == 3 ? &argv[1] : NULL, &argv[argc - 1]))
+        resp_add_status(out, "OK");
+}
+
+static void cmd_select(kv_client *c, resp_buf *out, const resp_arg *db)
+{
+    (void)c;
+    long long v;
+    if (!resp_string2ll(db->ptr, db->len, &v)) {
+        kv_reply_not_int(out);
+        return;
+    }
+    /* One database, as cluster-mode Redis. */
+    if (v == 0)
+        resp_add_status(out, "OK");
+    else if (v < 0 || v >= 16)
+        resp_add_error(out, "ERR DB index is out of range");
+    else
+        resp_add_error(out, "ERR SELECT is not allowed in cluster mode");
+}
+
+static void cmd_reset(kv_client *c, resp_buf *out)
+{
+    discard_multi(c);
+    unwatch_all(c);
+    c->proto = 2;
+    free(c->name);
+    c->name = NULL;
+    if (kv_cfg.requirepass && *kv_cfg.requirepass) {
+        c->authed = false;
+        c->parser.unauthenticated = true;
+    }
+    resp_add_status(out, "RESET");
+}
+
+static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, size_t argc,
+                         const resp_arg *argv)
+{
+    const char *n = cmd->name;
+    count_command(cmd);
+    if (!strcmp(n, "quit")) {
+        resp_add_status(out, "OK");
+        c->quit = true;
+    } else if (!strcmp(n, "command")) {
+        kv_cmd_ctx x;
+        ctx_init(&x, c, out);
+        kv_command_reply(&x, argc, argv);
+    } else if (!strcmp(n, "hello")) {
+        cmd_hello(c, out, argc, argv);
+    } else if (!strcmp(n, "auth")) {
+        cmd_auth(c, out, argc, argv);
+    } else if (!strcmp(n, "select")) {
+        cmd_select(c, out, &argv[1]);
+    } else if (!strcmp(n, "reset")) {
+        cmd_reset(c, out);
+    } else if (!strcmp(n, "client")) {
+        kv_client_command(c, out, argc, argv);
+    } else if (!strcmp(n, "multi")) {
+        if (c->in_multi) {
+            resp_add_error(out, "ERR MULTI calls can not be nested");
+            return;
+        }
+        c->in_multi = true;
+        resp_add_status(out, "OK");
+    } else if (!strcmp(n, "discard")) {
+        if (!c->in_multi) {
+            resp_add_error(out, "ERR DISCARD without MULTI");
+            return;
+        }
+        discard_multi(c);
+        unwatch_all(c);
+        resp_add_status(out, "OK");
+    } else if (!strcmp(n, "exec")) {
+        cmd_exec(c, out);
+    } else if (!strcmp(n, "watch")) {
+        if (c->in_multi)
+            resp_add_error(out, "ERR WATCH inside MULTI is not allowed");
+        else
+            cmd_watch(c, out, argc, argv);
+    } else if (!strcmp(n, "unwatch")) {
+        unwatch_all(c);
+        resp_add_status(out, "OK");
+    } else {
+        resp_add_errorf(out, "ERR '%s' cannot run here", cmd->name);
+    }
 }
 
 /* ---- dispatch ------------------------------------------------------------------- */
 
-static void run_local(kv_client *c, const kv_command *cmd, size_t argc, const resp_arg *argv)
+static bool is_multi_control(const kv_command *cmd)
 {
-    kv_cmd_ctx ctx = {.out = reply_target(c), .proto = c->proto, .now_ms = kv_now_ms()};
-    cmd->fn(&ctx, argc, argv);
+    const char *n = cmd->name;
+    return !strcmp(n, "exec") || !strcmp(n, "discard") || !strcmp(n, "multi") ||
+           !strcmp(n, "watch") || !strcmp(n, "quit") || !strcmp(n, "reset");
 }
 
 static void dispatch(kv_client *c, size_t argc, const resp_arg *argv)
 {
     const kv_command *cmd = kv_command_lookup(argv[0].ptr, argv[0].len);
     if (!cmd) {
-        kv_reply_unknown(reply_target(c), argc, argv);
+        c->multi_dirty |= c->in_multi;
+        kv_reply_unknown(kv_reply_target(c), argc, argv);
         return;
     }
     if ((cmd->arity > 0 && argc != (size_t)cmd->arity) ||
         (cmd->arity < 0 && argc < (size_t)-cmd->arity)) {
-        kv_reply_arity(reply_target(c), cmd);
+        c->multi_dirty |= c->in_multi;
+        kv_reply_arity(kv_reply_target(c), cmd);
         return;
     }
-    if (cmd->flags & KV_CMD_CONN) {
-        if (!strcmp(cmd->name, "command")) {
-            kv_cmd_ctx ctx = {.out = reply_target(c), .proto = c->proto, .now_ms = kv_now_ms()};
-            kv_command_reply(&ctx, argc, argv);
-        } else if (!strcmp(cmd->name, "quit")) {
-            resp_add_status(reply_target(c), "OK");
-            c->quit = true;
-        } else if (!strcmp(cmd->name, "dbsize")) {
-            unsigned n = keel_shard_count();
-            slot *s = new_slot(c, 0);
-            if (!s) {
-                resp_add_error(reply_target(c), "ERR out of memory");
-                return;
-            }
-            s->is_sum = true;
-            for (unsigned i = 0; i < n; i++) {
-                hop *h = calloc(1, sizeof(*h));
-                if (!h)
-                    continue;
-                h->client = c;
-                h->slot = s;
-                s->pending++;
-                c->hops++;
-                keel_on_done(keel_submit_to(i, dbsize_here, NULL), dbsize_part, h);
-            }
-            drain_slots(c);
-        }
+    if (!c->authed && !(cmd->flags & KV_CMD_NO_AUTH)) {
+        c->multi_dirty |= c->in_multi;
+        resp_add_error(kv_reply_target(c), "NOAUTH Authentication required.");
         return;
     }
-    size_t idx[64];
-    int nk = kv_command_keys(cmd, argc, argv, idx, 64);
-    if (nk <= 0) {
-        run_local(c, cmd, argc, argv);
-        return;
-    }
-    unsigned owner = kv_shard_of_key(&argv[idx[0]]);
-    for (int i = 1; i < nk; i++) {
-        if (kv_shard_of_key(&argv[idx[i]]) != owner) {
-            resp_add_error(reply_target(c), "ERR keel: keys on several shards: not yet");
+    if (c->in_multi && !is_multi_control(cmd)) {
+        queued *q = copy_command(cmd, argc, argv);
+        if (!q) {
+            c->multi_dirty = true;
+            resp_add_error(kv_reply_target(c), "ERR out of memory");
             return;
         }
-    }
-    if (owner == keel_shard_id()) {
-        run_local(c, cmd, argc, argv);
+        if (c->mq_tail)
+            c->mq_tail->next = q;
+        else
+            c->mq_head = q;
+        c->mq_tail = q;
+        resp_add_status(kv_reply_target(c), "QUEUED");
         return;
     }
-    slot *s = new_slot(c, 0);
-    if (!s) {
-        resp_add_error(reply_target(c), "ERR out of memory");
-        return;
-    }
-    const resp_arg *args[argc];
-    for (size_t i = 0; i < argc; i++)
-        args[i] = &argv[i];
-    send_hop(c, s, owner, cmd, argc, args);
-    drain_slots(c);
+    if (cmd->flags & KV_CMD_CONN)
+        conn_command(c, cmd, kv_reply_target(c), argc, argv);
+    else
+        execute(c, cmd, argc, argv);
 }
 
 /* ---- the client loop -------------------------------------------------------------- */
@@ -285,7 +824,8 @@ static void dispatch(kv_client *c, size_t argc, const resp_arg *argv)
 static keel_future *written(void *ctx, keel_result r)
 {
     kv_client *c = ctx;
-    (void)r;
+    if (r.err)
+        return keel_make_error(r.err);
     return keel_make_ready(c->quit ? KEEL_STOP : KEEL_CONTINUE);
 }
 
@@ -293,14 +833,58 @@ static keel_future *write_out(void *ctx, keel_result r)
 {
     kv_client *c = ctx;
     (void)r;
+    if (kv_cfg.output_limit && keel_conn_queued(c->conn) + c->out.len > kv_cfg.output_limit) {
+        /* Redis's client-output-buffer-limit: this client reads too
+         * slowly for what it asks; close it rather than hold its replies. */
+        kv_log("closing client id=%llu: output buffer over %llu bytes "
+               "(client-output-buffer-limit)",
+               (unsigned long long)c->id, (unsigned long long)kv_cfg.output_limit);
+        resp_buf_clear(&c->out);
+        return keel_make_error(-ENOBUFS);
+    }
     keel_future *f = keel_conn_write(c->conn, c->out.data, c->out.len);
     resp_buf_clear(&c->out);
     return keel_then(f, written, c);
 }
 
+/* Parses and dispatches what is buffered, up to a barrier. */
+static keel_future *process(kv_client *c)
+{
+    size_t off = 0;
+    while (off < c->qlen && !c->quit && !c->barrier) {
+        resp_cmd cmd;
+        const char *err;
+        ssize_t used = resp_parse(&c->parser, c->q + off, c->qlen - off, &cmd, &err);
+        if (used == 0)
+            break;
+        if (used < 0) { /* protocol error: reply, then close this client only */
+            resp_add_error(kv_reply_target(c), err);
+            c->quit = true;
+            break;
+        }
+        off += (size_t)used;
+        if (cmd.argc)
+            dispatch(c, cmd.argc, cmd.argv);
+    }
+    memmove(c->q, c->q + off, c->qlen - off);
+    c->qlen -= off;
+    c->parse_more = c->barrier && c->qlen > 0 && !c->quit;
+    if (c->qlen > kv_cfg.query_limit && !c->parse_more) {
+        kv_log("closing client id=%llu: query buffer over %llu bytes "
+               "(client-query-buffer-limit)",
+               (unsigned long long)c->id, (unsigned long long)kv_cfg.query_limit);
+        return keel_make_error(-EMSGSIZE);
+    }
+    if (c->outstanding == 0)
+        return write_out(c, keel_ok(0));
+    return keel_then(keel_promise_init(&c->drained), write_out, c);
+}
+
 static keel_future *got_input(void *ctx, keel_result r)
 {
     kv_client *c = ctx;
+    if (r.err)
+        return keel_make_error(r.err);
     if (r.val == 0)
         return keel_make_ready(KEEL_STOP);
     size_t n = keel_conn_buffered(c->conn);
@@ -317,33 +901,21 @@ static keel_future *got_input(void *ctx, keel_result r)
     keel_conn_copy(c->conn, c->q + c->qlen, n);
     keel_conn_consume(c->conn, n);
     c->qlen += n;
-
-    size_t off = 0;
-    while (off < c->qlen && !c->quit) {
-        resp_cmd cmd;
-        const char *err;
-        ssize_t used = resp_parse(&c->parser, c->q + off, c->qlen - off, &cmd, &err);
-        if (used == 0)
-            break;
-        if (used < 0) { /* protocol error: reply, then close this client only */
-            resp_add_error(reply_target(c), err);
-            c->quit = true;
-            break;
-        }
-        off += (size_t)used;
-        if (cmd.argc)
-            dispatch(c, cmd.argc, cmd.argv);
-    }
-    memmove(c->q, c->q + off, c->qlen - off);
-    c->qlen -= off;
-    if (c->hops == 0)
-        return write_out(c, keel_ok(0));
-    return keel_then(keel_promise_init(&c->drained), write_out, c);
+    kv_stats_local()->net_input_bytes += n;
+    return process(c);
 }
 
 static keel_future *client_step(void *ctx)
 {
     kv_client *c = ctx;
+    if (c->parse_more)
+        return process(c);
+    if (c->qcap > 65536 && c->qlen == 0) {
+        /* A big request passed: give its memory back. */
+        free(c->q);
+        c->q = NULL;
+        c->qcap = 0;
+    }
     return keel_then(keel_conn_read(c->conn), got_input, c);
 }
 
@@ -351,9 +923,13 @@ static void client_end(void *ctx, keel_result r)
 {
     kv_client *c = ctx;
     (void)r;
-    keel_detach(keel_conn_close(c->conn));
+    if (c->killed)
+        keel_conn_abort(c->conn);
+    else
+        keel_detach(keel_conn_close(c->conn));
+    c->conn = NULL;
     c->ended = true;
-    if (c->hops == 0)
+    if (c->outstanding == 0)
         client_free(c);
 }
 
@@ -365,33 +941,76 @@ static void on_conn(void *ctx, keel_conn *conn)
         keel_conn_abort(conn);
         return;
     }
+    if (kv_cfg.maxclients &&
+        atomic_load(&kv_stats.connected_clients) >= kv_cfg.maxclients) {
+        static const char msg[] = "-ERR max number of clients reached\r\n";
+        free(c);
+        keel_detach(keel_conn_write(conn, msg, sizeof(msg) - 1));
+        keel_detach(keel_conn_close(conn));
+        return;
+    }
     c->conn = conn;
+    c->id = atomic_fetch_add(&next_client_id, 1);
     c->proto = 2;
+    c->created_ms = kv_now_ms();
+    c->authed = !kv_cfg.requirepass || !*kv_cfg.requirepass;
     resp_parser_init(&c->parser);
+    c->parser.unauthenticated = !c->authed;
     resp_buf_init(&c->out);
+    c->next = tl_clients;
+    if (c->next)
+        c->next->prev = c;
+    tl_clients = c;
+    atomic_fetch_add(&kv_stats.connected_clients, 1);
+    atomic_fetch_add(&kv_stats.total_connections, 1);
     keel_conn_set_nodelay(conn, true);
+    if (kv_cfg.output_limit)
+        keel_conn_set_limits(conn, kv_cfg.output_limit, 0);
     keel_on_done(keel_repeat(client_step, c), client_end, c);
+}
+
+kv_client *kv_clients_here(void)
+{
+    return tl_clients;
+}
+
+/* ---- start and stop ---------------------------------------------------------------- */
+
+static keel_future *free_shard_at_exit(void *arg)
+{
+    (void)arg;
+    for (kv_client *c = tl_clients; c; c = c->next)
+        if (c->conn)
+            keel_conn_abort(c->conn);
+    kv_db_free(local_db());
+    kv_txn_fini_shard();
+    return keel_make_ready(0);
 }
 
 static keel_future *shard_setup(void *arg)
 {
     (void)arg;
-    if (kv_db_init(kv_local_db(), keel_shard_id()))
+    if (kv_db_init(local_db(), keel_shard_id()))
         return keel_make_error(-ENOMEM);
-    keel_at_exit(free_db_at_exit, NULL);
+    kv_txn_attach(local_db());
+    keel_at_exit(free_shard_at_exit, NULL);
+    kv_cron_start();
     return keel_make_ready(0);
 }
 
 typedef struct start_ctx {
-    kv_config cfg;
+    keel_listen_config listen;
     keel_listener **out;
 } start_ctx;
 
 static keel_future *listen_now(void *ctx, keel_result r)
 {
     start_ctx *s = ctx;
-    (void)r;
-    keel_future *f = keel_listen(&s->cfg.listen, on_conn, NULL, s->out);
+    if (r.err) {
+        free(s);
+        return keel_make_error(r.err);
+    }
+    keel_future *f = keel_listen(&s->listen, on_conn, NULL, s->out);
     free(s);
     return f;
 }
@@ -401,13 +1020,22 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
     start_ctx *s = malloc(sizeof(*s));
     if (!s)
         return keel_make_error(-ENOMEM);
-    s->cfg = *cfg;
+    s->listen = cfg->listen;
     s->out = out;
     kv_commands_init();
     dbs = calloc(keel_shard_count(), sizeof(*dbs));
-    if (!dbs) {
+    if (!dbs || kv_txn_init(keel_shard_count()) || kv_stats_init(keel_shard_count())) {
         free(s);
         return keel_make_error(-ENOMEM);
     }
     return keel_then(keel_invoke_on_all(shard_setup, NULL), listen_now, s);
+}
+
+void kv_server_free(void)
+{
+    free(dbs);
+    dbs = NULL;
+    kv_txn_fini();
+    free(kv_stats.shards);
+    kv_stats.shards = NULL;
 }

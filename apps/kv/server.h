@@ -1,0 +1,95 @@
+/* keel-kv's server internals shared by server.c (clients, dispatch) and
+ * info.c (configuration, statistics, INFO/CONFIG/CLIENT/...). */
+#ifndef KV_SERVER_H
+#define KV_SERVER_H
+
+#include <stdatomic.h>
+
+#include "kv.h"
+
+/* keel-kv answers as this Redis release does (HELLO, INFO). */
+#define KV_REDIS_VERSION "7.0.15"
+
+struct slot;
+struct queued;
+struct watched;
+
+typedef struct kv_client {
+    keel_conn *conn;
+    uint64_t id;
+    resp_parser parser;
+    char *q;
+    size_t qlen, qcap;
+    resp_buf out;
+    struct slot *head, *tail;
+    size_t outstanding; /* asynchronous work whose reply is pending */
+    keel_promise drained;
+    int proto;
+    bool quit, ended, killed, authed;
+    bool barrier;    /* a locked command runs: dispatch no further */
+    bool parse_more; /* input left behind a barrier */
+    bool in_multi, multi_dirty;
+    struct queued *mq_head, *mq_tail;
+    struct watched *watches;
+    char *name;
+    int64_t created_ms;
+    struct kv_client *prev, *next; /* this shard's clients */
+} kv_client;
+
+typedef struct kv_server_config {
+    const char *requirepass;
+    unsigned long long maxmemory;
+    int maxmemory_policy;
+    unsigned long long output_limit; /* client-output-buffer-limit normal hard; 0: none */
+    unsigned long long query_limit;  /* client-query-buffer-limit */
+    unsigned long long maxclients;
+    int port;
+    const char *bind;
+} kv_server_config;
+
+extern kv_server_config kv_cfg;
+
+typedef struct kv_shard_stats {
+    uint64_t commands;
+    uint64_t net_input_bytes;
+} kv_shard_stats;
+
+typedef struct kv_global_stats {
+    atomic_uint_fast64_t connected_clients;
+    atomic_uint_fast64_t total_connections;
+    int64_t start_ms;
+    kv_shard_stats *shards;
+} kv_global_stats;
+
+extern kv_global_stats kv_stats;
+int kv_stats_init(unsigned nshards);
+static inline kv_shard_stats *kv_stats_local(void)
+{
+    return &kv_stats.shards[keel_shard_id()];
+}
+
+/* This shard's clients (CLIENT LIST/KILL walk them shard by shard). */
+kv_client *kv_clients_here(void);
+/* CLIENT SETNAME's checks; replies the error and returns false. */
+bool kv_client_set_name(kv_client *c, resp_buf *out, const resp_arg *name);
+void kv_client_command(kv_client *c, resp_buf *out, size_t argc, const resp_arg *argv);
+/* Starts this shard's background work (expiry, rehash); stops at exit. */
+void kv_cron_start(void);
+/* The buffer the next reply of c goes to (in order). */
+resp_buf *kv_reply_target(kv_client *c);
+/* Runs fn(&reqs[i]) on every shard i (reqs: an array of keel_shard_count()
+ * elements of size bytes each), then finish(c, out, reqs) here with the
+ * buffer of c's next reply; finish frees reqs. */
+void kv_gather(kv_client *c, keel_remote_fn fn, void *reqs, size_t size,
+               void (*finish)(kv_client *c, resp_buf *out, void *reqs));
+/* CONFIG: set a parameter by name (at start-up, from --options and the
+ * config file); returns 0 or -1 with *why. */
+int kv_config_set(const char *name, const char *value, const char **why);
+void kv_config_defaults(void);
+void kv_config_free(void);
+/* Frees what kv_server_start allocated; after keel_run returned. */
+void kv_server_free(void);
+/* A log line on stderr, timestamped like keel's own. */
+void kv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
