@@ -21,8 +21,8 @@ build-asan: deps
 	@cmake --build build-asan -j$(JOBS) -- --no-print-directory -s
 
 run: build
-	@echo "keel: starting keel-hello on every CPU (Ctrl-C stops it and prints per-shard statistics)"
-	@./build/keel-hello
+	@echo "keel: starting keel-kv, the Redis-compatible store, on every CPU (Ctrl-C stops it)"
+	@./build/keel-kv
 
 test: build build-asan
 	@tools/run-tests.sh

@@ -645,3 +645,47 @@ const kv_type_ops *kv_type_of(unsigned type)
                                                &kv_hash_type};
     return types[type];
 }
+
+/* ---- eviction ------------------------------------------------------------------------ */
+
+/* The entry to evict among a few samples, as Redis approximates: policy
+ * numbers follow kv_server_config's maxmemory_policy. */
+static kv_entry *evict_pick(kv_db *db, int policy)
+{
+    bool volatile_only = policy >= 4;
+    bool random_pick = policy == 3 || policy == 6;
+    size_t pool = volatile_only ? db->nvol : kv_db_size(db);
+    if (!pool)
+        return NULL;
+    kv_entry *best = NULL;
+    uint32_t now = kv_lru_clock();
+    for (int i = 0; i < (random_pick ? 1 : 5); i++) {
+        kv_entry *e = volatile_only ? db->vol[(size_t)random() % db->nvol]
+                                    : kv_db_random(db, INT64_MIN);
+        if (!e)
+            break;
+        if (!best) {
+            best = e;
+        } else if (policy == 7) {
+            if (kv_expire_of(e) < kv_expire_of(best))
+                best = e;
+        } else if (((now - e->lru) & 0xffffff) > ((now - best->lru) & 0xffffff)) {
+            best = e;
+        }
+    }
+    return best;
+}
+
+bool kv_db_evict(kv_db *db, int policy)
+{
+    if (policy <= 0)
+        return false;
+    kv_entry *e = evict_pick(db, policy);
+    if (!e)
+        return false;
+    kv_entry **p = link_of(db, e->hash, e->data, e->klen);
+    kv_watch_touch(db, e->data, e->klen);
+    unlink_free(db, p);
+    db->evicted++;
+    return true;
+}

@@ -135,6 +135,10 @@ bool kv_db_cron(kv_db *db, int64_t now_ms, unsigned budget_us);
  * rehash in between neither skips nor repeats more than Redis would. */
 void kv_db_scan(kv_db *db, uint64_t *cursor, size_t count, int64_t now_ms,
                 void (*fn)(void *arg, kv_entry *e), void *arg);
+/* Evicts one key by maxmemory policy (1 allkeys-lru, 2 allkeys-lfu (as
+ * LRU), 3 allkeys-random, 4 volatile-lru, 5 volatile-lfu, 6
+ * volatile-random, 7 volatile-ttl); false if none can go. */
+bool kv_db_evict(kv_db *db, int policy);
 /* A random live key, or NULL when empty. */
 kv_entry *kv_db_random(kv_db *db, int64_t now_ms);
 /* The db of a shard. */

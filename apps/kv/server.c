@@ -153,14 +153,33 @@ static void count_command(const kv_command *cmd)
     kv_stats_local()->commands++;
 }
 
+/* maxmemory, per shard (each owns an equal part of the limit): before a
+ * command that may grow the data, evict by policy until the shard that
+ * runs it is under its part, or refuse it with Redis's OOM error. An
+ * approximation, as Redis's own is. */
+static bool memory_ok(const kv_command *cmd, kv_db *db)
+{
+    if (!kv_cfg.maxmemory || !(cmd->flags & KV_CMD_DENYOOM) || !db)
+        return true;
+    size_t limit = kv_cfg.maxmemory / keel_shard_count();
+    while (db->mem > limit)
+        if (!kv_db_evict(db, kv_cfg.maxmemory_policy))
+            return false;
+    return true;
+}
+
 /* Runs a command's handler here; the caller made its keys reachable. */
 static void run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsigned flags,
-                        size_t argc, const resp_arg *argv)
+                        kv_db *db, size_t argc, const resp_arg *argv)
 {
     kv_cmd_ctx x;
     ctx_init(&x, c, out);
     x.flags = flags;
     count_command(cmd);
+    if (!memory_ok(cmd, db)) {
+        kv_reply_oom(out);
+        return;
+    }
     cmd->fn(&x, argc, argv);
 }
 
@@ -202,6 +221,10 @@ static void hop_run(void *arg)
     hop *h = arg;
     kv_cmd_ctx x = {.out = &h->out, .proto = h->proto, .now_ms = kv_now_ms(), .client = h->client};
     count_command(h->q->cmd);
+    if (!memory_ok(h->q->cmd, local_db())) {
+        kv_reply_oom(&h->out);
+        return;
+    }
     h->q->cmd->fn(&x, h->q->argc, h->q->argv);
 }
 
@@ -224,7 +247,7 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
                          const resp_arg *argv)
 {
     if (shard == keel_shard_id() && kv_gate_open()) {
-        run_handler(c, cmd, kv_reply_target(c), 0, argc, argv);
+        run_handler(c, cmd, kv_reply_target(c), 0, local_db(), argc, argv);
         return;
     }
     slot *s = new_slot(c);
@@ -301,7 +324,9 @@ static void locked_body(void *arg)
     kv_client *c = l->client;
     resp_buf *out = &l->slot->out;
     if (!l->exec) {
-        run_handler(c, l->cmds->cmd, out, 0, l->cmds->argc, l->cmds->argv);
+        /* maxmemory is checked against the first locked shard's part. */
+        run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]), l->cmds->argc,
+                    l->cmds->argv);
         return;
     }
     bool dirty = false;
@@ -331,7 +356,8 @@ static void locked_body(void *arg)
         if (q->cmd->flags & KV_CMD_CONN)
             conn_command(c, q->cmd, out, q->argc, q->argv);
         else
-            run_handler(c, q->cmd, out, KV_CTX_MULTI, q->argc, q->argv);
+            run_handler(c, q->cmd, out, KV_CTX_MULTI, l->nshards ? kv_db_of_shard(l->shards[0]) : NULL,
+                        q->argc, q->argv);
     }
 }
 
@@ -379,7 +405,7 @@ static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp
     size_t idx[256];
     int nk = (cmd->flags & KV_CMD_ALL_SHARDS) ? 0 : kv_command_keys(cmd, argc, argv, idx, 256);
     if (!(cmd->flags & KV_CMD_ALL_SHARDS) && nk <= 0) {
-        run_handler(c, cmd, kv_reply_target(c), 0, argc, argv);
+        run_handler(c, cmd, kv_reply_target(c), 0, NULL, argc, argv);
         return;
     }
     if (nk > 0 && nk < 256) {
