@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "kv.h"
 #include "server.h"
@@ -46,9 +47,12 @@ typedef struct watched {
 } watched;
 
 static kv_db *dbs; /* one per shard, each touched by its owner (see txn.c) */
+static unsigned ndbs;
 kv_server_config kv_cfg;
 static atomic_uint_fast64_t next_client_id = 1;
 static __thread kv_client *tl_clients; /* this shard's clients, for CLIENT LIST */
+static __thread size_t tl_nclients;
+static __thread keel_promise *tl_all_gone; /* at exit: resolved when no client is left */
 
 kv_db *kv_db_of_shard(unsigned shard)
 {
@@ -79,6 +83,11 @@ static void client_free(kv_client *c)
     free(c->q);
     free(c->name);
     free(c);
+    if (--tl_nclients == 0 && tl_all_gone) {
+        keel_promise *p = tl_all_gone;
+        tl_all_gone = NULL;
+        keel_promise_set_value(p, 0);
+    }
 }
 
 /* Moves finished slots, in order, into the output buffer. */
@@ -135,10 +144,10 @@ static void work_finished(kv_client *c, slot *s)
     drain_slots(c);
     if (c->outstanding == 0) {
         c->barrier = false;
-        if (keel_promise_pending(&c->drained))
-            keel_promise_set_value(&c->drained, 0);
         if (c->ended)
             client_free(c);
+        else if (keel_promise_pending(&c->drained))
+            keel_promise_set_value(&c->drained, 0); /* may end and free c */
     }
 }
 
@@ -548,6 +557,10 @@ static void cmd_watch(kv_client *c, resp_buf *out, size_t argc, const resp_arg *
         resp_add_error(kv_reply_target(c), "ERR out of memory");
         return;
     }
+    resp_add_status(&s->out, "OK");
+    /* Registrations on this shard finish inline: hold the slot open until
+     * all are started. */
+    work_started(c, s);
     for (size_t i = 1; i < argc; i++) {
         bool seen = false;
         for (watched *w = c->watches; w && !seen; w = w->next)
@@ -569,8 +582,7 @@ static void cmd_watch(kv_client *c, resp_buf *out, size_t argc, const resp_arg *
         work_started(c, s);
         keel_on_done(kv_run_on(r->shard, watch_run, op), watch_done, op);
     }
-    resp_add_status(&s->out, "OK");
-    drain_slots(c);
+    work_finished(c, s);
 }
 
 static void cmd_exec(kv_client *c, resp_buf *out)
@@ -987,6 +999,7 @@ static void on_conn(void *ctx, keel_conn *conn)
     if (c->next)
         c->next->prev = c;
     tl_clients = c;
+    tl_nclients++;
     atomic_fetch_add(&kv_stats.connected_clients, 1);
     atomic_fetch_add(&kv_stats.total_connections, 1);
     keel_conn_set_nodelay(conn, true);
@@ -1002,15 +1015,29 @@ kv_client *kv_clients_here(void)
 
 /* ---- start and stop ---------------------------------------------------------------- */
 
-static keel_future *free_shard_at_exit(void *arg)
+static void drained_free(void *ctx, keel_result r)
+{
+    (void)r;
+    free(ctx);
+}
+
+/* At exit: end every client of this shard (its read fails, its loop
+ * closes it once its outstanding work is back) and wait for them all.
+ * The keyspaces are freed after keel_run returns, when no shard can
+ * still be serving a hop (kv_server_free). */
+static keel_future *end_clients_at_exit(void *arg)
 {
     (void)arg;
     for (kv_client *c = tl_clients; c; c = c->next)
-        if (c->conn)
-            keel_conn_abort(c->conn);
-    kv_db_free(local_db());
-    kv_txn_fini_shard();
-    return keel_make_ready(0);
+        if (c->conn && !c->ended)
+            shutdown(keel_conn_fd(c->conn), SHUT_RDWR);
+    if (tl_nclients == 0)
+        return keel_make_ready(0);
+    keel_promise *p = malloc(sizeof(*p));
+    if (!p)
+        return keel_make_ready(0);
+    tl_all_gone = p;
+    return keel_finally(keel_promise_init(p), drained_free, p);
 }
 
 static keel_future *shard_setup(void *arg)
@@ -1019,7 +1046,7 @@ static keel_future *shard_setup(void *arg)
     if (kv_db_init(local_db(), keel_shard_id()))
         return keel_make_error(-ENOMEM);
     kv_txn_attach(local_db());
-    keel_at_exit(free_shard_at_exit, NULL);
+    keel_at_exit(end_clients_at_exit, NULL);
     kv_cron_start();
     return keel_make_ready(0);
 }
@@ -1049,7 +1076,8 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
     s->listen = cfg->listen;
     s->out = out;
     kv_commands_init();
-    dbs = calloc(keel_shard_count(), sizeof(*dbs));
+    ndbs = keel_shard_count();
+    dbs = calloc(ndbs, sizeof(*dbs));
     if (!dbs || kv_txn_init(keel_shard_count()) || kv_stats_init(keel_shard_count())) {
         free(s);
         return keel_make_error(-ENOMEM);
@@ -1059,6 +1087,10 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
 
 void kv_server_free(void)
 {
+    for (unsigned i = 0; dbs && i < ndbs; i++) {
+        kv_db_free(&dbs[i]);
+        kv_txn_fini_shard(i);
+    }
     free(dbs);
     dbs = NULL;
     kv_txn_fini();

@@ -533,6 +533,7 @@ static void cmd_shutdown(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 
 typedef struct cron {
     keel_abort_source as;
+    bool loop_ended, hook_ran; /* freed when both happened, in either order */
 } cron;
 
 static keel_future *cron_next(void *ctx, keel_result r)
@@ -543,9 +544,7 @@ static keel_future *cron_next(void *ctx, keel_result r)
 
 static keel_future *cron_step(void *arg)
 {
-    cron *cr = arg;
-    if (keel_stopping())
-        return keel_make_ready(KEEL_STOP);
+    cron *cr = arg; /* ends when cron_exit aborts its sleep, and only then */
     bool more = false;
     if (kv_gate_open())
         more = kv_db_cron(kv_db_of_shard(keel_shard_id()), kv_now_ms(), 1000);
@@ -558,14 +557,21 @@ static keel_future *cron_step(void *arg)
 static keel_future *cron_exit(void *arg)
 {
     cron *cr = arg;
-    keel_abort_source_request(&cr->as);
+    if (!cr->loop_ended)
+        keel_abort_source_request(&cr->as); /* may end the loop inline */
+    cr->hook_ran = true;
+    if (cr->loop_ended)
+        free(cr);
     return keel_make_ready(0);
 }
 
 static void cron_done(void *ctx, keel_result r)
 {
+    cron *cr = ctx;
     (void)r;
-    free(ctx);
+    cr->loop_ended = true;
+    if (cr->hook_ran)
+        free(cr);
 }
 
 void kv_cron_start(void)

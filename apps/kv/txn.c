@@ -348,9 +348,9 @@ bool kv_watch_dirty(const kv_watch_req *r)
     return r->w ? r->w->dirty : true; /* could not register: fail safe */
 }
 
-void kv_txn_fini_shard(void)
+void kv_txn_fini_shard(unsigned shard)
 {
-    kv_shard_state *st = local_state();
+    kv_shard_state *st = &states[shard];
     if (st->watches) {
         for (size_t i = 0; i <= st->watches->mask; i++) {
             for (kv_dict_entry *e = st->watches->b[i]; e; e = e->next) {

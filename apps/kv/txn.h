@@ -9,8 +9,8 @@ int kv_txn_init(unsigned nshards);
 void kv_txn_fini(void);
 /* Links a shard's db to its state; on the shard, after kv_db_init. */
 void kv_txn_attach(kv_db *db);
-/* Frees this shard's WATCH records; at exit. */
-void kv_txn_fini_shard(void);
+/* Frees a shard's WATCH records; after keel_run returned. */
+void kv_txn_fini_shard(unsigned shard);
 
 /* Runs fn(arg) on shard once its gate is open (in FIFO order with other
  * work and lock requests); resolves after fn ran. */

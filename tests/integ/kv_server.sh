@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# keel-kv's server behaviour with real clients: MULTI/EXEC atomic across
+# shards under a concurrent reader, WATCH invalidated by a write from
+# another connection, requirepass, maxmemory's noeviction error, a client
+# that never reads its replies closed at the output limit while others go
+# on, a config file, and SIGTERM with clients connected (no sanitizer
+# report in the sanitizer build).
+set -uo pipefail
+bin=$1
+work=$(mktemp -d)
+pid=
+bg=()
+trap '[[ -n $pid ]] && kill -9 $pid 2>/dev/null; cp "$work/kv.out" /tmp/kv_server_last.out 2>/dev/null; for p in "${bg[@]}"; do kill -9 $p 2>/dev/null; done; rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; echo "--- keel-kv output"; tail -n 30 "$work/kv.out"; exit 1; }
+command -v redis-cli >/dev/null || fail "redis-cli not installed (make deps installs redis-tools)"
+
+start() { # options...
+  "$bin" --port 0 --shards 2 "$@" >"$work/kv.out" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    grep -q '^keel-kv: listening' "$work/kv.out" && break
+    sleep 0.1
+  done
+  port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$work/kv.out")
+  [[ -n $port ]] || fail "keel-kv did not start"
+}
+stop() {
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "still running 10 s after SIGTERM"
+  wait "$pid"
+  local rc=$?
+  pid=
+  [[ $rc -eq 0 ]] || fail "exit status $rc after SIGTERM"
+  grep -qE 'LeakSanitizer|AddressSanitizer|runtime error:' "$work/kv.out" && fail "sanitizer report"
+}
+R() { redis-cli -p "$port" "$@"; }
+
+# Two keys on different shards (INFO keel counts keys per shard).
+start
+shard0_keys() { R info keel | sed -nE 's/^shard0:.*keys=([0-9]+),.*/\1/p'; }
+shard_of() { # 0 or 1
+  local before after
+  before=$(shard0_keys)
+  R set "$1" 1 >/dev/null
+  after=$(shard0_keys)
+  R del "$1" >/dev/null
+  [[ $after != "$before" ]] && echo 0 || echo 1
+}
+ka=probe:a
+kb=
+for i in $(seq 100); do
+  if [[ $(shard_of "probe:$i") != $(shard_of "$ka") ]]; then kb="probe:$i"; break; fi
+done
+[[ -n $kb ]] || fail "found no two keys on different shards"
+
+# MULTI/EXEC across shards: a reader's transactions never see one key
+# updated and the other not.
+for i in $(seq 3000); do printf 'MULTI\nSET %s %d\nSET %s %d\nEXEC\n' "$ka" "$i" "$kb" "$i"; done >"$work/w.txt"
+for i in $(seq 3000); do printf 'MULTI\nGET %s\nGET %s\nEXEC\n' "$ka" "$kb"; done >"$work/r.txt"
+R set "$ka" 0 >/dev/null
+R set "$kb" 0 >/dev/null
+R <"$work/w.txt" >"$work/w.out" &
+bg+=($!)
+R <"$work/r.txt" >"$work/r.out" || fail "reader failed"
+wait "${bg[-1]}" || fail "writer failed"
+# Reader output per transaction: OK QUEUED QUEUED a b
+awk 'NR % 5 == 4 { a = $0 } NR % 5 == 0 && a != $0 { bad++ } END { exit bad > 0 }' "$work/r.out" ||
+  fail "a reader saw half a transaction: $(awk 'NR % 5 == 4 { a = $0 } NR % 5 == 0 && a != $0 { print a, $0; exit }' "$work/r.out")"
+[[ $(R get "$ka") == 3000 && $(R get "$kb") == 3000 ]] || fail "writes lost"
+
+# WATCH on one connection, a write from another, EXEC fails.
+exec {c}<>"/dev/tcp/127.0.0.1/$port"
+printf 'WATCH %s %s\r\n' "$ka" "$kb" >&"$c"
+read -r -t 5 line <&"$c"
+[[ ${line%$'\r'} == "+OK" ]] || fail "WATCH: '$line'"
+R set "$kb" changed >/dev/null
+printf 'MULTI\r\nSET %s 1\r\nEXEC\r\n' "$ka" >&"$c"
+for want in "+OK" "+QUEUED" "*-1"; do
+  read -r -t 5 line <&"$c"
+  [[ ${line%$'\r'} == "$want" ]] || fail "WATCH then EXEC after another client's write: got '$line', want '$want'"
+done
+# Unchanged watched keys: EXEC runs.
+printf 'WATCH %s\r\nMULTI\r\nSET %s 2\r\nEXEC\r\n' "$ka" "$ka" >&"$c"
+for want in "+OK" "+OK" "+QUEUED" "*1" "+OK"; do
+  read -r -t 5 line <&"$c"
+  [[ ${line%$'\r'} == "$want" ]] || fail "WATCH, no change, EXEC: got '$line', want '$want'"
+done
+exec {c}>&-
+
+# A client that never reads its replies is closed at the output limit;
+# the others go on.
+R config set client-output-buffer-limit "normal 1mb 0 0" >/dev/null
+head -c 100000 /dev/zero | tr '\0' x >"$work/big"
+R -x set big <"$work/big" >/dev/null
+exec {s}<>"/dev/tcp/127.0.0.1/$port"
+for i in $(seq 200); do printf 'GET big\r\n'; done >&"$s" 2>/dev/null
+closed=
+for _ in $(seq 50); do
+  grep -q 'output buffer over' "$work/kv.out" && { closed=1; break; }
+  sleep 0.1
+done
+[[ -n $closed ]] || fail "a client that never reads was not closed at the output limit"
+exec {s}>&- 2>/dev/null
+got=$(R ping 2>&1)
+[[ $got == PONG ]] || fail "other clients stalled after the slow reader: $got"
+R config set client-output-buffer-limit "normal 0 0 0" >/dev/null
+
+# maxmemory with noeviction refuses writes with Redis's error, reads go on.
+R del big >/dev/null
+R config set maxmemory 200kb >/dev/null
+for i in $(seq 4000); do echo "SET fill:$i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"; done | R >"$work/fill.out"
+grep -q "^OOM command not allowed when used memory > 'maxmemory'.$" "$work/fill.out" ||
+  fail "no OOM error past maxmemory"
+[[ $(R get fill:1) == xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx ]] || fail "reads failed past maxmemory"
+R config set maxmemory 0 >/dev/null
+
+# SIGTERM with clients connected.
+exec {i1}<>"/dev/tcp/127.0.0.1/$port"
+exec {i2}<>"/dev/tcp/127.0.0.1/$port"
+printf 'SET held 1\r\n' >&"$i1"
+stop
+exec {i1}>&- {i2}>&-
+
+# requirepass, from a config file.
+printf '# keel-kv test\nrequirepass "s3cret"\nmaxmemory-policy allkeys-lru\n' >"$work/kv.conf"
+start --config "$work/kv.conf"
+[[ $(R ping 2>&1) == "NOAUTH Authentication required." ]] || fail "no NOAUTH before AUTH: $(R ping 2>&1)"
+[[ $(R auth wrong 2>&1) == "WRONGPASS invalid username-password pair or user is disabled." ]] ||
+  fail "wrong password: $(R auth wrong 2>&1)"
+[[ $(R -a s3cret --no-auth-warning ping) == PONG ]] || fail "AUTH with the password failed"
+[[ $(R -a s3cret --no-auth-warning config get maxmemory-policy | tail -1) == allkeys-lru ]] ||
+  fail "config file not applied"
+stop
+
+# A bad option names itself and the fix.
+"$bin" --maxmemory lots >"$work/bad.out" 2>&1 && fail "a bad --maxmemory was accepted"
+grep -q "maxmemory" "$work/bad.out" || fail "bad option message: $(cat "$work/bad.out")"
+echo "PASS: keel-kv transactions are atomic across shards, WATCH, limits, auth, config, SIGTERM"
