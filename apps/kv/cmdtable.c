@@ -16,6 +16,7 @@
 static const kv_command *const tables[] = {
     kv_string_commands, kv_bitmap_commands, kv_key_commands,  kv_list_commands,
     kv_hash_commands,   kv_set_commands,    kv_zset_commands, kv_server_commands,
+    kv_block_commands,
 };
 
 /* Open addressing over lower-cased names; built once, read by every shard. */

@@ -162,6 +162,7 @@ typedef struct kv_cmd_ctx {
     struct kv_client *client; /* the caller; for blocking commands and CLIENT */
     bool dirty;               /* set by kv_modified(): the command wrote */
     bool would_block;         /* set by a blocking command that found nothing */
+    int64_t block_deadline_ms; /* with would_block: absolute ms, 0 for none */
 } kv_cmd_ctx;
 
 enum {
@@ -268,7 +269,7 @@ typedef struct kv_command {
 /* Each module's table, ended by an entry with name NULL. */
 extern const kv_command kv_string_commands[], kv_bitmap_commands[], kv_key_commands[],
     kv_list_commands[], kv_hash_commands[], kv_set_commands[], kv_zset_commands[],
-    kv_server_commands[];
+    kv_server_commands[], kv_block_commands[];
 
 /* Builds the lookup table; once, before any lookup. */
 void kv_commands_init(void);

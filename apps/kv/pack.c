@@ -157,7 +157,7 @@ static kv_pack *resize_at(kv_pack *p, size_t pos, long delta)
             return NULL;
         memmove(p->data + pos + delta, p->data + pos, p->bytes - pos);
     } else {
-        memmove(p->data + pos, p->data + pos - delta, p->bytes - pos + delta);
+        memmove(p->data + pos + delta, p->data + pos, p->bytes - pos);
         kv_pack *q = realloc(p, sizeof(*p) + bytes);
         if (q)
             p = q;

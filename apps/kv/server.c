@@ -25,6 +25,7 @@
 
 #include "kv.h"
 #include "server.h"
+#include "t_block.h"
 #include "txn.h"
 
 typedef struct slot {
@@ -178,8 +179,28 @@ static bool memory_ok(const kv_command *cmd, kv_db *db)
 }
 
 /* Runs a command's handler here; the caller made its keys reachable. */
-static void run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsigned flags,
-                        kv_db *db, size_t argc, const resp_arg *argv)
+/* A blocking command found nothing: a waiter for it, registered on its
+ * keys' shards (reachable here), or NULL with a reply written. */
+static kv_waiter *would_block(const kv_cmd_ctx *x, const kv_command *cmd, kv_client *c,
+                              unsigned client_shard, int64_t *deadline, size_t argc,
+                              const resp_arg *argv)
+{
+    if (!x->would_block)
+        return NULL;
+    kv_waiter *w = kv_block_new(cmd, argc, argv, c, client_shard, x->proto);
+    if (!w) {
+        kv_reply_oom(x->out);
+        return NULL;
+    }
+    kv_block_register(w);
+    *deadline = x->block_deadline_ms;
+    return w;
+}
+
+/* Runs a command's handler here; the caller made its keys reachable.
+ * Returns the waiter if it blocked. */
+static kv_waiter *run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsigned flags,
+                              kv_db *db, int64_t *deadline, size_t argc, const resp_arg *argv)
 {
     kv_cmd_ctx x;
     ctx_init(&x, c, out);
@@ -187,9 +208,10 @@ static void run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsi
     count_command(cmd);
     if (!memory_ok(cmd, db)) {
         kv_reply_oom(out);
-        return;
+        return NULL;
     }
     cmd->fn(&x, argc, argv);
+    return would_block(&x, cmd, c, keel_shard_id(), deadline, argc, argv);
 }
 
 /* ---- copies of commands (hops, MULTI queues) ------------------------------------ */
@@ -220,6 +242,9 @@ static queued *copy_command(const kv_command *cmd, size_t argc, const resp_arg *
 typedef struct hop {
     kv_client *client;
     slot *slot;
+    unsigned client_shard;
+    kv_waiter *waiter; /* the command blocked (set on the owner) */
+    int64_t deadline;
     int proto;
     resp_buf out; /* written on the owner, read and freed here */
     queued *q;
@@ -235,7 +260,12 @@ static void hop_run(void *arg)
         return;
     }
     h->q->cmd->fn(&x, h->q->argc, h->q->argv);
+    h->waiter = would_block(&x, h->q->cmd, h->client, h->client_shard, &h->deadline, h->q->argc,
+                            h->q->argv);
 }
+
+static void client_block(kv_client *c, slot *s, kv_waiter *w, int64_t deadline);
+static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp_arg *argv);
 
 static void hop_done(void *ctx, keel_result r)
 {
@@ -248,15 +278,36 @@ static void hop_done(void *ctx, keel_result r)
     free(h->q);
     kv_client *c = h->client;
     slot *s = h->slot;
+    kv_waiter *w = r.err ? NULL : h->waiter;
+    int64_t deadline = h->deadline;
     free(h);
-    work_finished(c, s);
+    if (w)
+        client_block(c, s, w, deadline); /* the slot stays open */
+    else
+        work_finished(c, s);
 }
 
 static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, size_t argc,
                          const resp_arg *argv)
 {
     if (shard == keel_shard_id() && kv_gate_open()) {
-        run_handler(c, cmd, kv_reply_target(c), 0, local_db(), argc, argv);
+        int64_t deadline;
+        kv_waiter *w =
+            run_handler(c, cmd, kv_reply_target(c), 0, local_db(), &deadline, argc, argv);
+        kv_block_serve_here();
+        if (w) {
+            slot *s = new_slot(c);
+            if (!s) {
+                /* Cannot hold its place: give up on it as on a timeout. */
+                if (kv_block_claim(w))
+                    kv_block_release(w);
+                resp_add_null_array(kv_reply_target(c), c->proto);
+                return;
+            }
+            s->pending++;
+            c->outstanding++;
+            client_block(c, s, w, deadline);
+        }
         return;
     }
     slot *s = new_slot(c);
@@ -270,8 +321,11 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
     }
     h->client = c;
     h->slot = s;
+    h->client_shard = keel_shard_id();
     h->proto = c->proto;
     h->q = q;
+    if (cmd->flags & KV_CMD_BLOCKING)
+        c->barrier = true; /* later commands wait until it is served */
     resp_buf_init(&h->out);
     work_started(c, s);
     keel_on_done(kv_run_on(shard, hop_run, h), hop_done, h);
@@ -287,6 +341,8 @@ typedef struct locked {
     queued *cmds; /* one command, or EXEC's queue */
     bool exec;
     watched *watches; /* EXEC: checked and dropped under the locks */
+    kv_waiter *waiter; /* the command blocked */
+    int64_t deadline;
 } locked;
 
 static void shard_set_add(unsigned *set, unsigned *n, unsigned shard)
@@ -334,8 +390,8 @@ static void locked_body(void *arg)
     resp_buf *out = &l->slot->out;
     if (!l->exec) {
         /* maxmemory is checked against the first locked shard's part. */
-        run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]), l->cmds->argc,
-                    l->cmds->argv);
+        l->waiter = run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]),
+                                &l->deadline, l->cmds->argc, l->cmds->argv);
         return;
     }
     bool dirty = false;
@@ -361,12 +417,14 @@ static void locked_body(void *arg)
     for (queued *q = l->cmds; q; q = q->next)
         n++;
     resp_add_array(out, n);
+    int64_t unused; /* no command blocks inside EXEC */
     for (queued *q = l->cmds; q; q = q->next) {
         if (q->cmd->flags & KV_CMD_CONN)
             conn_command(c, q->cmd, out, q->argc, q->argv);
         else
-            run_handler(c, q->cmd, out, KV_CTX_MULTI, l->nshards ? kv_db_of_shard(l->shards[0]) : NULL,
-                        q->argc, q->argv);
+            run_handler(c, q->cmd, out, KV_CTX_MULTI,
+                        l->nshards ? kv_db_of_shard(l->shards[0]) : NULL, &unused, q->argc,
+                        q->argv);
     }
 }
 
@@ -381,9 +439,14 @@ static void locked_done(void *ctx, keel_result r)
     }
     kv_client *c = l->client;
     slot *s = l->slot;
+    kv_waiter *w = r.err ? NULL : l->waiter;
+    int64_t deadline = l->deadline;
     free(l->shards);
     free(l);
-    work_finished(c, s);
+    if (w)
+        client_block(c, s, w, deadline);
+    else
+        work_finished(c, s);
 }
 
 /* Runs cmds (one command, or EXEC's queue, taken over) under the locks of
@@ -414,7 +477,8 @@ static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp
     size_t idx[256];
     int nk = (cmd->flags & KV_CMD_ALL_SHARDS) ? 0 : kv_command_keys(cmd, argc, argv, idx, 256);
     if (!(cmd->flags & KV_CMD_ALL_SHARDS) && nk <= 0) {
-        run_handler(c, cmd, kv_reply_target(c), 0, NULL, argc, argv);
+        int64_t deadline;
+        run_handler(c, cmd, kv_reply_target(c), 0, NULL, &deadline, argc, argv);
         return;
     }
     if (nk > 0 && nk < 256) {
@@ -480,6 +544,141 @@ void kv_gather(kv_client *c, keel_remote_fn fn, void *reqs, size_t size,
     work_started(c, s);
     for (unsigned i = 0; i < n; i++)
         keel_on_done(keel_submit_to(i, fn, (char *)reqs + i * size), gather_part, g);
+}
+
+/* ---- blocked clients -------------------------------------------------------------- */
+
+typedef struct delivery {
+    kv_waiter *w;
+    resp_buf out;
+    bool retry;
+} delivery;
+
+/* Ends a client's outstanding unit that has no slot (a block timer). */
+static void outstanding_done(kv_client *c)
+{
+    c->outstanding--;
+    if (c->outstanding == 0) {
+        c->barrier = false;
+        if (c->ended)
+            client_free(c);
+        else if (keel_promise_pending(&c->drained))
+            keel_promise_set_value(&c->drained, 0);
+    }
+}
+
+static void unregister_run(void *arg)
+{
+    kv_block_unregister_here(arg);
+}
+
+static void unregister_done(void *ctx, keel_result r)
+{
+    (void)r;
+    kv_block_release(ctx);
+}
+
+/* The client's wait is over (claimed by whoever calls): drop its queue
+ * entries, answer (reply, the timeout's null, or run it again), let the
+ * pipeline go on. */
+static void unblock(kv_client *c, resp_buf *reply, bool retry)
+{
+    kv_waiter *w = c->blocked;
+    slot *s = c->block_slot;
+    c->blocked = NULL;
+    c->block_slot = NULL;
+    for (unsigned i = 0; i < keel_shard_count(); i++) {
+        if (!kv_block_on_shard(w, i))
+            continue;
+        kv_block_retain(w);
+        keel_on_done(kv_run_on(i, unregister_run, w), unregister_done, w);
+    }
+    size_t argc;
+    const resp_arg *argv;
+    const kv_command *cmd = kv_block_command(w, &argc, &argv);
+    if (retry && !c->ended) {
+        /* Served on a shard that could not finish it (a move to another
+         * shard's key): run it again from here, right behind its slot. */
+        c->barrier = false;
+        execute(c, cmd, argc, argv);
+    } else if (reply) {
+        resp_add_raw(&s->out, reply->data, reply->len);
+    } else {
+        /* Timed out: BLMOVE and BRPOPLPUSH answer a null bulk, the others
+         * a null array. */
+        if (!strcmp(cmd->name, "blmove") || !strcmp(cmd->name, "brpoplpush"))
+            resp_add_null(&s->out, c->proto);
+        else
+            resp_add_null_array(&s->out, c->proto);
+    }
+    kv_block_release(w);
+    bool timer = c->block_timer;
+    work_finished(c, s); /* c stays: the timer, if any, holds it */
+    if (timer)
+        keel_abort_source_request(&c->block_as); /* its callback ends c's hold */
+}
+
+static void block_timer_done(void *ctx, keel_result r)
+{
+    kv_client *c = ctx;
+    c->block_timer = false;
+    if (!r.err && c->blocked && kv_block_claim(c->blocked))
+        unblock(c, NULL, false);
+    outstanding_done(c);
+}
+
+static void deliver_here(delivery *d);
+
+static void client_block(kv_client *c, slot *s, kv_waiter *w, int64_t deadline)
+{
+    c->blocked = w;
+    c->block_slot = s;
+    c->barrier = true;
+    if (deadline > 0) {
+        int64_t ms = deadline - kv_now_ms();
+        keel_abort_source_init(&c->block_as);
+        c->block_timer = true;
+        c->outstanding++;
+        keel_on_done(keel_sleep_abortable(ms > 0 ? KEEL_MS(ms) : 0, &c->block_as),
+                     block_timer_done, c);
+    }
+    if (c->early) {
+        delivery *d = c->early;
+        c->early = NULL;
+        deliver_here(d);
+    }
+}
+
+static void deliver_here(delivery *d)
+{
+    kv_client *c = kv_block_client(d->w);
+    if (c->blocked != d->w) {
+        /* The reply overtook the news that the client blocked. */
+        c->early = d;
+        return;
+    }
+    unblock(c, &d->out, d->retry);
+    kv_block_release(d->w);
+    resp_buf_free(&d->out);
+    free(d);
+}
+
+static keel_future *deliver_task(void *arg)
+{
+    deliver_here(arg);
+    return keel_make_ready(0);
+}
+
+void kv_block_deliver(kv_waiter *w, resp_buf *out, bool retry)
+{
+    delivery *d = malloc(sizeof(*d));
+    if (!d)
+        abort(); /* a claimed waiter must reach its client */
+    d->w = w;
+    d->out = *out;
+    d->retry = retry;
+    resp_buf_init(out);
+    keel_detach(keel_submit_to(((kv_client *)kv_block_client(w))->home, deliver_task, d));
 }
 
 /* ---- MULTI / EXEC / WATCH ------------------------------------------------------------ */
@@ -967,7 +1166,9 @@ static void client_end(void *ctx, keel_result r)
         keel_detach(keel_conn_close(c->conn));
     c->conn = NULL;
     c->ended = true;
-    if (c->outstanding == 0)
+    if (c->blocked && kv_block_claim(c->blocked))
+        unblock(c, NULL, false); /* may free c */
+    else if (c->outstanding == 0)
         client_free(c);
 }
 
@@ -989,6 +1190,7 @@ static void on_conn(void *ctx, keel_conn *conn)
     }
     c->conn = conn;
     c->id = atomic_fetch_add(&next_client_id, 1);
+    c->home = keel_shard_id();
     c->proto = 2;
     c->created_ms = kv_now_ms();
     c->authed = !kv_cfg.requirepass || !*kv_cfg.requirepass;
@@ -1078,7 +1280,7 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
     kv_commands_init();
     ndbs = keel_shard_count();
     dbs = calloc(ndbs, sizeof(*dbs));
-    if (!dbs || kv_txn_init(keel_shard_count()) || kv_stats_init(keel_shard_count())) {
+    if (!dbs || kv_txn_init(ndbs) || kv_stats_init(ndbs) || kv_block_init(ndbs)) {
         free(s);
         return keel_make_error(-ENOMEM);
     }
@@ -1094,6 +1296,7 @@ void kv_server_free(void)
     free(dbs);
     dbs = NULL;
     kv_txn_fini();
+    kv_block_fini(ndbs);
     free(kv_stats.shards);
     kv_stats.shards = NULL;
 }

@@ -33,6 +33,12 @@ typedef struct kv_client {
     struct watched *watches;
     char *name;
     int64_t created_ms;
+    unsigned home; /* its shard */
+    struct kv_waiter *blocked; /* a blocking command waits */
+    struct slot *block_slot;
+    keel_abort_source block_as;
+    bool block_timer;
+    struct delivery *early;
     struct kv_client *prev, *next; /* this shard's clients */
 } kv_client;
 

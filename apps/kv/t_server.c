@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "t_block.h"
 #include "txn.h"
 
 kv_global_stats kv_stats;
@@ -397,9 +398,9 @@ static void cmd_info(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     }
     if (want(argc, argv, "clients", true)) {
         SECTION("Clients");
-        add(&b, &len, &cap, "connected_clients:%llu\r\nmaxclients:%llu\r\nblocked_clients:0\r\n",
+        add(&b, &len, &cap, "connected_clients:%llu\r\nmaxclients:%llu\r\nblocked_clients:%llu\r\n",
             (unsigned long long)atomic_load(&kv_stats.connected_clients),
-            (unsigned long long)kv_cfg.maxclients);
+            (unsigned long long)kv_cfg.maxclients, (unsigned long long)kv_block_count());
     }
     if (want(argc, argv, "memory", true)) {
         struct rusage ru;

@@ -31,6 +31,7 @@
 
 #include "dict.h"
 #include "kv.h"
+#include "t_block.h"
 #include "txn.h"
 
 typedef struct work {
@@ -96,10 +97,12 @@ static void drain(kv_shard_state *st)
         st->head = w->next;
         if (!st->head)
             st->tail = NULL;
-        if (w->is_lock)
+        if (w->is_lock) {
             st->locked = true;
-        else
+        } else {
             w->fn(w->arg);
+            kv_block_serve_here();
+        }
         keel_promise_set_value(&w->done, 0);
         /* w is freed by whoever waits on done (see gate_wait_done) */
     }
@@ -117,10 +120,12 @@ static keel_future *gate(void (*fn)(void *), void *arg, bool is_lock)
 {
     kv_shard_state *st = local_state();
     if (!st->locked && !st->head) {
-        if (is_lock)
+        if (is_lock) {
             st->locked = true;
-        else
+        } else {
             fn(arg);
+            kv_block_serve_here();
+        }
         return keel_make_ready(0);
     }
     work *w = malloc(sizeof(*w));
@@ -189,6 +194,7 @@ static void unlock_here(void)
 {
     kv_shard_state *st = local_state();
     st->locked = false;
+    kv_block_serve_here(); /* keys the lock holder made ready */
     drain(st);
 }
 
@@ -374,11 +380,3 @@ void kv_txn_fini(void)
     states = NULL;
 }
 
-/* ---- blocked clients ------------------------------------------------------------ */
-
-void kv_block_ready(kv_db *db, const char *key, size_t klen)
-{
-    (void)db;
-    (void)key;
-    (void)klen;
-}
