@@ -165,7 +165,8 @@ kv_dict_entry *kv_dict_set(kv_dict *d, const char *k, size_t klen, const char *v
         *added = false;
     kv_dict_entry *old = *p;
     if (old->vlen == vlen) {
-        memcpy(old->data + klen, v, vlen);
+        if (vlen)
+            memcpy(old->data + klen, v, vlen);
         return old;
     }
     kv_dict_entry *e = make(h, k, klen, v, vlen);

@@ -145,10 +145,12 @@ static void work_finished(kv_client *c, slot *s)
     drain_slots(c);
     if (c->outstanding == 0) {
         c->barrier = false;
-        if (c->ended)
-            client_free(c);
-        else if (keel_promise_pending(&c->drained))
+        if (c->ended) {
+            if (c->holds == 0)
+                client_free(c);
+        } else if (keel_promise_pending(&c->drained)) {
             keel_promise_set_value(&c->drained, 0); /* may end and free c */
+        }
     }
 }
 
@@ -554,17 +556,12 @@ typedef struct delivery {
     bool retry;
 } delivery;
 
-/* Ends a client's outstanding unit that has no slot (a block timer). */
-static void outstanding_done(kv_client *c)
+/* Drops a hold on c (a block timer, the read watching a blocked
+ * client): things that keep c alive without holding its replies back. */
+static void hold_done(kv_client *c)
 {
-    c->outstanding--;
-    if (c->outstanding == 0) {
-        c->barrier = false;
-        if (c->ended)
-            client_free(c);
-        else if (keel_promise_pending(&c->drained))
-            keel_promise_set_value(&c->drained, 0);
-    }
+    if (--c->holds == 0 && c->ended && c->outstanding == 0)
+        client_free(c);
 }
 
 static void unregister_run(void *arg)
@@ -613,9 +610,13 @@ static void unblock(kv_client *c, resp_buf *reply, bool retry)
     }
     kv_block_release(w);
     bool timer = c->block_timer;
-    work_finished(c, s); /* c stays: the timer, if any, holds it */
     if (timer)
-        keel_abort_source_request(&c->block_as); /* its callback ends c's hold */
+        c->holds++; /* keep c through the abort below */
+    work_finished(c, s);
+    if (timer) {
+        keel_abort_source_request(&c->block_as); /* its callback drops its hold */
+        hold_done(c);
+    }
 }
 
 static void block_timer_done(void *ctx, keel_result r)
@@ -624,21 +625,45 @@ static void block_timer_done(void *ctx, keel_result r)
     c->block_timer = false;
     if (!r.err && c->blocked && kv_block_claim(c->blocked))
         unblock(c, NULL, false);
-    outstanding_done(c);
+    hold_done(c);
 }
 
 static void deliver_here(delivery *d);
+
+/* While a client is blocked its loop waits for the reply, so this read
+ * notices a client that goes away (Redis unblocks it then). What it reads
+ * stays buffered for the loop, which takes this read's result over. */
+static void conn_watch_done(void *ctx, keel_result r)
+{
+    kv_client *c = ctx;
+    c->watching = false;
+    if (c->watch_waited) {
+        c->watch_waited = false;
+        keel_promise_resolve(&c->watch_p, r);
+    } else {
+        c->watch_result = r;
+        c->watch_has_result = true;
+    }
+    if ((r.err || r.val == 0) && c->blocked && kv_block_claim(c->blocked))
+        unblock(c, NULL, false);
+    hold_done(c); /* may free c */
+}
 
 static void client_block(kv_client *c, slot *s, kv_waiter *w, int64_t deadline)
 {
     c->blocked = w;
     c->block_slot = s;
     c->barrier = true;
+    if (!c->watching && !c->watch_has_result && !c->ended && c->conn) {
+        c->watching = true;
+        c->holds++;
+        keel_on_done(keel_conn_read(c->conn), conn_watch_done, c);
+    }
     if (deadline > 0) {
         int64_t ms = deadline - kv_now_ms();
         keel_abort_source_init(&c->block_as);
         c->block_timer = true;
-        c->outstanding++;
+        c->holds++;
         keel_on_done(keel_sleep_abortable(ms > 0 ? KEEL_MS(ms) : 0, &c->block_as),
                      block_timer_done, c);
     }
@@ -1145,6 +1170,14 @@ static keel_future *got_input(void *ctx, keel_result r)
 static keel_future *client_step(void *ctx)
 {
     kv_client *c = ctx;
+    if (c->watch_has_result) { /* a read made while blocked */
+        c->watch_has_result = false;
+        return got_input(c, c->watch_result);
+    }
+    if (c->watching) {
+        c->watch_waited = true;
+        return keel_then(keel_promise_init(&c->watch_p), got_input, c);
+    }
     if (c->parse_more)
         return process(c);
     if (c->qcap > 65536 && c->qlen == 0) {
@@ -1168,7 +1201,7 @@ static void client_end(void *ctx, keel_result r)
     c->ended = true;
     if (c->blocked && kv_block_claim(c->blocked))
         unblock(c, NULL, false); /* may free c */
-    else if (c->outstanding == 0)
+    else if (c->outstanding == 0 && c->holds == 0)
         client_free(c);
 }
 

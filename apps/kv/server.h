@@ -23,6 +23,7 @@ typedef struct kv_client {
     resp_buf out;
     struct slot *head, *tail;
     size_t outstanding; /* asynchronous work whose reply is pending */
+    size_t holds;       /* block timer, read watch: keep c alive, hold no reply */
     keel_promise drained;
     int proto;
     bool quit, ended, killed, authed;
@@ -39,6 +40,9 @@ typedef struct kv_client {
     keel_abort_source block_as;
     bool block_timer;
     struct delivery *early;
+    bool watching, watch_waited, watch_has_result; /* a read while blocked */
+    keel_result watch_result;
+    keel_promise watch_p;
     struct kv_client *prev, *next; /* this shard's clients */
 } kv_client;
 
