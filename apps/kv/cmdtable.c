@@ -118,10 +118,12 @@ static void command_info(resp_buf *out, int proto, const kv_command *c)
     size_t nf = 0;
     for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
         nf += (c->flags & flag_names[i].bit) != 0;
-    resp_add_set(out, proto, nf);
+    resp_add_set(out, proto, nf + (c->keys != NULL));
     for (size_t i = 0; i < sizeof(flag_names) / sizeof(flag_names[0]); i++)
         if (c->flags & flag_names[i].bit)
             resp_add_status(out, flag_names[i].name);
+    if (c->keys)
+        resp_add_status(out, "movablekeys");
     resp_add_int(out, c->first_key);
     resp_add_int(out, c->last_key);
     resp_add_int(out, c->key_step);

@@ -1229,6 +1229,7 @@ static void on_conn(void *ctx, keel_conn *conn)
     c->authed = !kv_cfg.requirepass || !*kv_cfg.requirepass;
     resp_parser_init(&c->parser);
     c->parser.unauthenticated = !c->authed;
+    c->parser.max_bulk_len = (long long)kv_cfg.proto_max_bulk_len;
     resp_buf_init(&c->out);
     c->next = tl_clients;
     if (c->next)

@@ -52,6 +52,7 @@ typedef struct kv_server_config {
     int maxmemory_policy;
     unsigned long long output_limit; /* client-output-buffer-limit normal hard; 0: none */
     unsigned long long query_limit;  /* client-query-buffer-limit */
+    unsigned long long proto_max_bulk_len;
     unsigned long long maxclients;
     int port;
     const char *bind;

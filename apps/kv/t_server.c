@@ -17,6 +17,9 @@
 
 #include "server.h"
 #include "t_block.h"
+#include "t_hash.h"
+#include "t_set.h"
+#include "zset.h"
 #include "txn.h"
 
 kv_global_stats kv_stats;
@@ -166,9 +169,30 @@ static bool parse_num(const char *s, long long *out)
     return resp_string2ll(s, strlen(s), out);
 }
 
+/* The encoding thresholds the type modules read (relaxed stores: shards
+ * read them without locks and any recent value is right). */
+static const struct {
+    const char *name;
+    size_t *var;
+} thresholds[] = {
+    {"hash-max-listpack-entries", &kv_hash_max_listpack_entries},
+    {"hash-max-listpack-value", &kv_hash_max_listpack_value},
+    {"set-max-intset-entries", &kv_set_max_intset_entries},
+    {"zset-max-listpack-entries", &kv_zset_max_listpack_entries},
+    {"zset-max-listpack-value", &kv_zset_max_listpack_value},
+};
+
 static void apply(const param *p)
 {
     const char *v = p->value;
+    for (size_t i = 0; i < sizeof(thresholds) / sizeof(thresholds[0]); i++) {
+        long long n;
+        if (!strcmp(p->name, thresholds[i].name) && parse_num(v, &n) && n >= 0) {
+            if (thresholds[i].var == &kv_set_max_intset_entries && n > (1 << 30))
+                n = 1 << 30; /* Redis's cap */
+            __atomic_store_n(thresholds[i].var, (size_t)n, __ATOMIC_RELAXED);
+        }
+    }
     if (!strcmp(p->name, "requirepass")) {
         kv_cfg.requirepass = v;
     } else if (!strcmp(p->name, "maxmemory")) {
@@ -179,6 +203,8 @@ static void apply(const param *p)
                 kv_cfg.maxmemory_policy = i;
     } else if (!strcmp(p->name, "maxclients")) {
         kv_cfg.maxclients = strtoull(v, NULL, 10);
+    } else if (!strcmp(p->name, "proto-max-bulk-len")) {
+        parse_bytes(v, strlen(v), &kv_cfg.proto_max_bulk_len);
     } else if (!strcmp(p->name, "client-query-buffer-limit")) {
         parse_bytes(v, strlen(v), &kv_cfg.query_limit);
     } else if (!strcmp(p->name, "client-output-buffer-limit")) {
