@@ -59,6 +59,19 @@ const kv_command *kv_command_lookup(const char *name, size_t len)
     return NULL;
 }
 
+size_t kv_command_id(const kv_command *cmd)
+{
+    size_t i = name_hash(cmd->name, strlen(cmd->name)) & (LOOKUP_SIZE - 1);
+    while (lookup[i] != cmd)
+        i = (i + 1) & (LOOKUP_SIZE - 1);
+    return i;
+}
+
+const kv_command *kv_command_by_id(size_t id)
+{
+    return id < LOOKUP_SIZE ? lookup[id] : NULL;
+}
+
 int kv_command_keys(const kv_command *cmd, size_t argc, const resp_arg *argv, size_t *idx,
                     size_t max)
 {

@@ -275,6 +275,12 @@ extern const kv_command kv_string_commands[], kv_bitmap_commands[], kv_key_comma
 void kv_commands_init(void);
 /* Looks a command up by name, case-insensitively; NULL if unknown. */
 const kv_command *kv_command_lookup(const char *name, size_t len);
+/* A small dense number for each command, below KV_MAX_COMMANDS (per-command
+ * statistics). */
+#define KV_MAX_COMMANDS 1024
+size_t kv_command_id(const kv_command *cmd);
+/* The command with that id, or NULL. */
+const kv_command *kv_command_by_id(size_t id);
 /* The positions of argv's keys (at most max); -1 on malformed arguments. */
 int kv_command_keys(const kv_command *cmd, size_t argc, const resp_arg *argv, size_t *idx,
                     size_t max);

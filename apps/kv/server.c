@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include "kv.h"
@@ -159,10 +160,24 @@ static void ctx_init(kv_cmd_ctx *x, kv_client *c, resp_buf *out)
     *x = (kv_cmd_ctx){.out = out, .proto = c->proto, .now_ms = kv_now_ms(), .client = c};
 }
 
-static void count_command(const kv_command *cmd)
+static uint64_t usec_now(void)
 {
-    (void)cmd;
-    kv_stats_local()->commands++;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* INFO commandstats: calls and time per command, per shard (the shard
+ * that ran it). */
+static void count_command(const kv_command *cmd, uint64_t t0)
+{
+    kv_shard_stats *st = kv_stats_local();
+    st->commands++;
+    if (st->per_cmd) {
+        kv_cmd_stat *cs = &st->per_cmd[kv_command_id(cmd)];
+        cs->calls++;
+        cs->usec += usec_now() - t0;
+    }
 }
 
 /* maxmemory, per shard (each owns an equal part of the limit): before a
@@ -207,12 +222,13 @@ static kv_waiter *run_handler(kv_client *c, const kv_command *cmd, resp_buf *out
     kv_cmd_ctx x;
     ctx_init(&x, c, out);
     x.flags = flags;
-    count_command(cmd);
     if (!memory_ok(cmd, db)) {
         kv_reply_oom(out);
         return NULL;
     }
+    uint64_t t0 = usec_now();
     cmd->fn(&x, argc, argv);
+    count_command(cmd, t0);
     return would_block(&x, cmd, c, keel_shard_id(), deadline, argc, argv);
 }
 
@@ -256,12 +272,13 @@ static void hop_run(void *arg)
 {
     hop *h = arg;
     kv_cmd_ctx x = {.out = &h->out, .proto = h->proto, .now_ms = kv_now_ms(), .client = h->client};
-    count_command(h->q->cmd);
     if (!memory_ok(h->q->cmd, local_db())) {
         kv_reply_oom(&h->out);
         return;
     }
+    uint64_t t0 = usec_now();
     h->q->cmd->fn(&x, h->q->argc, h->q->argv);
+    count_command(h->q->cmd, t0);
     h->waiter = would_block(&x, h->q->cmd, h->client, h->client_shard, &h->deadline, h->q->argc,
                             h->q->argv);
 }
@@ -984,7 +1001,7 @@ static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, siz
                          const resp_arg *argv)
 {
     const char *n = cmd->name;
-    count_command(cmd);
+    count_command(cmd, usec_now());
     if (!strcmp(n, "quit")) {
         resp_add_status(out, "OK");
         c->quit = true;
@@ -1331,6 +1348,5 @@ void kv_server_free(void)
     dbs = NULL;
     kv_txn_fini();
     kv_block_fini(ndbs);
-    free(kv_stats.shards);
-    kv_stats.shards = NULL;
+    kv_stats_free();
 }

@@ -60,9 +60,14 @@ typedef struct kv_server_config {
 
 extern kv_server_config kv_cfg;
 
+typedef struct kv_cmd_stat {
+    uint64_t calls, usec;
+} kv_cmd_stat;
+
 typedef struct kv_shard_stats {
     uint64_t commands;
     uint64_t net_input_bytes;
+    kv_cmd_stat *per_cmd; /* by kv_command_id() */
 } kv_shard_stats;
 
 typedef struct kv_global_stats {
@@ -70,10 +75,12 @@ typedef struct kv_global_stats {
     atomic_uint_fast64_t total_connections;
     int64_t start_ms;
     kv_shard_stats *shards;
+    unsigned nshards;
 } kv_global_stats;
 
 extern kv_global_stats kv_stats;
 int kv_stats_init(unsigned nshards);
+void kv_stats_free(void);
 static inline kv_shard_stats *kv_stats_local(void)
 {
     return &kv_stats.shards[keel_shard_id()];

@@ -28,7 +28,20 @@ int kv_stats_init(unsigned nshards)
 {
     kv_stats.shards = calloc(nshards, sizeof(*kv_stats.shards));
     kv_stats.start_ms = kv_now_ms();
-    return kv_stats.shards ? 0 : -1;
+    if (!kv_stats.shards)
+        return -1;
+    kv_stats.nshards = nshards;
+    for (unsigned i = 0; i < nshards; i++)
+        kv_stats.shards[i].per_cmd = calloc(KV_MAX_COMMANDS, sizeof(kv_cmd_stat));
+    return 0;
+}
+
+void kv_stats_free(void)
+{
+    for (unsigned i = 0; kv_stats.shards && i < kv_stats.nshards; i++)
+        free(kv_stats.shards[i].per_cmd);
+    free(kv_stats.shards);
+    kv_stats.shards = NULL;
 }
 
 void kv_log(const char *fmt, ...)
@@ -331,6 +344,10 @@ static void cmd_config(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         for (unsigned i = 0; i < keel_shard_count(); i++) {
             kv_db *db = kv_db_of_shard(i);
             db->hits = db->misses = db->expired = db->evicted = 0;
+            /* Counters other shards write: reset under the locks this
+             * command holds (CONFIG runs over every shard). */
+            if (kv_stats.shards[i].per_cmd)
+                memset(kv_stats.shards[i].per_cmd, 0, KV_MAX_COMMANDS * sizeof(kv_cmd_stat));
         }
         resp_add_status(c->out, "OK");
     } else if (kv_arg_is(&argv[1], "REWRITE") && argc == 2) {
@@ -471,6 +488,24 @@ static void cmd_info(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         add(&b, &len, &cap, "used_cpu_sys:%ld.%06ld\r\nused_cpu_user:%ld.%06ld\r\n",
             (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec, (long)ru.ru_utime.tv_sec,
             (long)ru.ru_utime.tv_usec);
+    }
+    if (want(argc, argv, "commandstats", false)) {
+        SECTION("Commandstats");
+        for (size_t id = 0; id < KV_MAX_COMMANDS; id++) {
+            uint64_t calls = 0, usec = 0;
+            for (unsigned i = 0; i < ns; i++) {
+                if (kv_stats.shards[i].per_cmd) {
+                    calls += kv_stats.shards[i].per_cmd[id].calls;
+                    usec += kv_stats.shards[i].per_cmd[id].usec;
+                }
+            }
+            if (calls)
+                add(&b, &len, &cap,
+                    "cmdstat_%s:calls=%llu,usec=%llu,usec_per_call=%.2f,rejected_calls=0,"
+                    "failed_calls=0\r\n",
+                    kv_command_by_id(id)->name, (unsigned long long)calls,
+                    (unsigned long long)usec, (double)usec / (double)calls);
+        }
     }
     if (want(argc, argv, "keyspace", true)) {
         SECTION("Keyspace");
@@ -775,7 +810,7 @@ const kv_command kv_server_commands[] = {
      "@admin @fast @dangerous"},
     {"info", -1, KV_CMD_LOADING | KV_CMD_STALE | KV_CMD_SENTINEL | KV_CMD_ALL_SHARDS, 0, 0, 0,
      cmd_info, NULL, "@slow @dangerous"},
-    {"config", -2, ADMIN, 0, 0, 0, cmd_config, NULL, "@admin @slow @dangerous"},
+    {"config", -2, ADMIN | KV_CMD_ALL_SHARDS, 0, 0, 0, cmd_config, NULL, "@admin @slow @dangerous"},
     {"debug", -2, ADMIN, 0, 0, 0, cmd_debug, NULL, "@admin @slow @dangerous"},
     {"shutdown", -1, ADMIN | KV_CMD_NO_MULTI, 0, 0, 0, cmd_shutdown, NULL,
      "@admin @slow @dangerous"},
