@@ -58,8 +58,10 @@ static void usage(FILE *out)
             keel_listen_config_usage(&app.cfg.listen), keel_config_usage());
 }
 
-/* Applies one parameter; port and bind go to the listener. */
-static int set_param(const char *name, const char *value, const char *where)
+/* Applies one parameter; port and bind go to the listener. In a config
+ * file (in_file) a parameter keel-kv does not know is a warning, so a
+ * redis.conf works as it is; on the command line it is an error. */
+static int set_param(const char *name, const char *value, const char *where, bool in_file)
 {
     if (!strcmp(name, "port")) {
         char *end;
@@ -81,6 +83,11 @@ static int set_param(const char *name, const char *value, const char *where)
     }
     const char *why;
     if (kv_config_set(name, value, &why)) {
+        if (!strcmp(why, "unknown") && in_file) {
+            fprintf(stderr, "keel-kv: %s: ignoring '%s', which keel-kv does not support\n",
+                    where, name);
+            return 0;
+        }
         if (!strcmp(why, "unknown"))
             fprintf(stderr, "keel-kv: %s: unknown parameter '%s' (see keel-kv --help)\n", where,
                     name);
@@ -122,7 +129,7 @@ static int load_config(const char *path)
         for (char *q = name; *q; q++)
             *q = (char)tolower((unsigned char)*q);
         snprintf(where, sizeof(where), "%s:%d", path, lineno);
-        if (set_param(name, p, where)) {
+        if (set_param(name, p, where, true)) {
             rc = -1;
             break;
         }
@@ -169,7 +176,7 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
-        if (set_param(argv[i] + 2, argv[i + 1], "command line"))
+        if (set_param(argv[i] + 2, argv[i + 1], "command line", false))
             return 2;
         i++;
     }
