@@ -246,9 +246,26 @@ static const char *check(const param *p, const char *v)
         return p->kind == P_BOOL ? "argument must be 'yes' or 'no'" : "argument(s) must be one of the following: ...";
     default:
         if (!strcmp(p->name, "client-output-buffer-limit")) {
-            const char *q = strcasestr(v, "normal ");
-            if (!q || !parse_bytes(q + 7, strcspn(q + 7, " "), &b))
-                return "Invalid arguments";
+            /* "CLASS HARD SOFT SECONDS" one or more times */
+            const char *q = v;
+            int n = 0;
+            while (*q) {
+                size_t len = strcspn(q, " ");
+                if (n % 4 == 0) {
+                    if (!(len == 6 && !strncasecmp(q, "normal", 6)) &&
+                        !(len == 7 && !strncasecmp(q, "replica", 7)) &&
+                        !(len == 5 && !strncasecmp(q, "slave", 5)) &&
+                        !(len == 6 && !strncasecmp(q, "pubsub", 6)))
+                        return "Invalid client class specified in buffer limit configuration.";
+                } else if (!parse_bytes(q, len, &b)) {
+                    return "Invalid arguments";
+                }
+                n++;
+                q += len;
+                q += strspn(q, " ");
+            }
+            if (n == 0 || n % 4)
+                return "Wrong number of arguments in buffer limit configuration.";
         }
         return NULL;
     }
