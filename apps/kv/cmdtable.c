@@ -321,7 +321,9 @@ bool kv_string2ld(const char *s, size_t n, long double *out)
     char *end;
     errno = 0;
     long double d = strtold(buf, &end);
-    if ((size_t)(end - buf) != n || errno == ERANGE || isnan(d))
+    /* Redis refuses overflow and underflow to zero, not a tiny value. */
+    if ((size_t)(end - buf) != n || isnan(d) ||
+        (errno == ERANGE && (d == HUGE_VALL || d == -HUGE_VALL || fpclassify(d) == FP_ZERO)))
         return false;
     *out = d;
     return true;
