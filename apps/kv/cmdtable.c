@@ -342,11 +342,18 @@ bool kv_arg_double(kv_cmd_ctx *c, const resp_arg *a, double *v, const char *msg)
 
 static int lower(int ch, bool nocase)
 {
-    return nocase ? tolower(ch) : ch;
+    return nocase && ch >= 'A' && ch <= 'Z' ? ch + ('a' - 'A') : ch;
 }
 
-/* Redis's glob: * ? [set] [^set] [a-z] and \ escapes. */
-static bool glob(const char *p, size_t pl, const char *s, size_t sl, bool nocase, int depth)
+/* Redis's glob: * ? [set] [^set] [a-z] and \ escapes, with its quirks:
+ * range ends and the character compare as signed chars (Redis reads them
+ * from char *), ends are swapped before nocase lowers them, and an
+ * unterminated class ends with the pattern. *skip is Redis's
+ * skipLongerMatches: once the rest of the pattern after a star matched
+ * nowhere in the rest of the string, no earlier star can help by taking
+ * more (without it, "*a*a*a*...b" backtracks exponentially). */
+static bool glob(const char *p, size_t pl, const char *s, size_t sl, bool nocase, bool *skip,
+                 int depth)
 {
     if (depth > 1000)
         return false; /* as Redis: refuse pathological patterns */
@@ -357,10 +364,14 @@ static bool glob(const char *p, size_t pl, const char *s, size_t sl, bool nocase
                 p++, pl--;
             if (pl == 1)
                 return true;
-            for (; sl; s++, sl--)
-                if (glob(p + 1, pl - 1, s, sl, nocase, depth + 1))
+            for (; sl; s++, sl--) {
+                if (glob(p + 1, pl - 1, s, sl, nocase, skip, depth + 1))
                     return true;
-            return glob(p + 1, pl - 1, s, 0, nocase, depth + 1);
+                if (*skip)
+                    return false;
+            }
+            *skip = true;
+            return false;
         case '?':
             s++, sl--;
             break;
@@ -371,24 +382,23 @@ static bool glob(const char *p, size_t pl, const char *s, size_t sl, bool nocase
                 p++, pl--;
             bool match = false;
             for (;;) {
-                if (pl == 0) {
-                    p--, pl++; /* unterminated: treat the last char as the end */
-                    break;
-                }
-                if (*p == '\\' && pl >= 2) {
+                if (pl >= 2 && *p == '\\') {
                     p++, pl--;
                     if (*p == *s)
                         match = true;
-                } else if (*p == ']') {
+                } else if (pl && *p == ']') {
+                    break;
+                } else if (pl == 0) {
+                    p--, pl++; /* unterminated: the class ends with the pattern */
                     break;
                 } else if (pl >= 3 && p[1] == '-') {
-                    int a = lower((unsigned char)p[0], nocase), b = lower((unsigned char)p[2], nocase);
-                    int ch = lower((unsigned char)*s, nocase);
+                    int a = (signed char)p[0], b = (signed char)p[2], ch = (signed char)*s;
                     if (a > b) {
                         int t = a;
                         a = b;
                         b = t;
                     }
+                    a = lower(a, nocase), b = lower(b, nocase), ch = lower(ch, nocase);
                     if (ch >= a && ch <= b)
                         match = true;
                     p += 2, pl -= 2;
@@ -426,5 +436,6 @@ static bool glob(const char *p, size_t pl, const char *s, size_t sl, bool nocase
 
 bool kv_glob_match(const char *pat, size_t plen, const char *s, size_t slen, bool nocase)
 {
-    return glob(pat, plen, s, slen, nocase, 0);
+    bool skip = false;
+    return glob(pat, plen, s, slen, nocase, &skip, 0);
 }
