@@ -5,13 +5,15 @@
 #
 # usage: tests/integ/kv_diff.sh KEEL_KV_BIN CASEFILE...
 # env:   KV_DIFF_PROTOCOLS ("2 3"): the protocols to run, e.g. "2" for RESP2 only.
-#        KV_DIFF_VERBOSE (unset): 1 prints both outputs even when they match.
+#        KV_DIFF_TIMEOUT (60): seconds a file may take on a server, @sleep not counted.
+#        KV_DIFF_VERBOSE (unset): 1 also prints redis-server's replies in full.
 #
 # Case files (tests/integ/kv_cases/*.txt, each registered with ctest as
 # kv_diff_<name>): one redis-cli command line per line, quoted as at the
 # redis-cli prompt ("a b", 'c', "\x00"). Blank lines and lines starting with
 # # are ignored, and:
-#     @sleep MS       waits MS milliseconds before the next command (expiry);
+#     @sleep MS       waits MS milliseconds, counted from the previous reply,
+#                     before the next command (expiry);
 #     @any CMD...     runs CMD on both servers but does not compare its reply
 #                     (random or time-dependent replies: SPOP, TTL, ...).
 # The commands of a file go through one redis-cli per server and protocol,
@@ -52,9 +54,9 @@ trap 'exit 143' TERM
 
 fail() {
     echo "kv_diff: FAIL: $*" >&2
-    for f in "$work"/kv.out "$work"/rs.out; do
-        [[ -s $f ]] && { echo "--- $(basename "$f") (last lines)" >&2; tail -n 20 "$f" >&2; }
-    done
+    local f=$work/kv.out
+    [[ $* == *redis-server* ]] && f=$work/rs.out
+    [[ -s $f ]] && { echo "--- $(basename "$f") (last lines)" >&2; tail -n 20 "$f" >&2; }
     exit 1
 }
 
@@ -129,9 +131,9 @@ restart_note=
 # A fresh keyspace on both: FLUSHALL, or, while keel-kv has no FLUSHALL, a fresh keel-kv.
 reset_servers() {
     local r
-    r=$(redis-cli -p "$rs_port" flushall 2>&1)
+    r=$(timeout -k 5 30 redis-cli -p "$rs_port" flushall 2>&1)
     [[ $r == OK ]] || fail "FLUSHALL on redis-server: $r"
-    r=$(redis-cli -p "$kv_port" flushall 2>&1)
+    r=$(timeout -k 5 30 redis-cli -p "$kv_port" flushall 2>&1)
     if [[ $r != OK ]]; then
         if [[ -z $restart_note ]]; then
             restart_note=1
@@ -185,14 +187,30 @@ prepare() {
         rm -f "$work/sleeps"
     fi
     n_chunks=$(ls "$work"/feed.* | wc -l)
+    # Time for redis-cli per file: the sleeps, and KV_DIFF_TIMEOUT for the rest.
+    run_limit=$((${KV_DIFF_TIMEOUT:-60} + ($(printf '%s+' 0 "${sleeps[@]}")0) / 1000))
     n_cmds=$(wc -l <"$work/cmds")
 }
 
+# feed OUT: the chunks for redis-cli, and between two an @sleep counted from when
+# redis-cli printed the reply to the chunk's last command (it prints each reply
+# as it comes), not from when the chunk was written: on a busy machine
+# redis-cli may run a command long after it was written.
 feed() {
-    local c
+    local out=$1 c deadline
     for ((c = 0; c < n_chunks; c++)); do
         cat "$work/feed.$c"
-        [[ -n ${sleeps[c]:-} ]] && sleep "$(awk -v ms="${sleeps[c]}" 'BEGIN { print ms / 1000 }')"
+        [[ -n ${sleeps[c]:-} ]] || continue
+        echo "ECHO @@kv_diff@@:sync:$c"
+        deadline=$((SECONDS + run_limit))
+        while ((SECONDS < deadline)); do
+            grep -qx "\"@@kv_diff@@:sync:$c\"" "$out" 2>/dev/null && break
+            sleep 0.01
+            # An empty line, which redis-cli ignores: if redis-cli is gone (timed
+            # out), writing it ends this loop with SIGPIPE.
+            echo || return
+        done
+        sleep "$(awk -v ms="${sleeps[c]}" 'BEGIN { print ms / 1000 }')"
     done
 }
 
@@ -201,7 +219,11 @@ feed() {
 run() {
     local port=$1 proto=$2 out=$3 opts=(--no-raw -p "$1")
     [[ $proto == 3 ]] && opts+=(-3)
-    feed | redis-cli "${opts[@]}" >"$out.raw" 2>"$out.err"
+    rm -f "$out.raw" # feed waits for markers in it: none may be left from the last run
+    # Bounded: a server that stops answering must not hang the test.
+    feed "$out.raw" | timeout -k 5 "$run_limit" redis-cli "${opts[@]}" >"$out.raw" 2>"$out.err"
+    [[ ${PIPESTATUS[1]} -eq 124 ]] &&
+        echo "--- redis-cli stopped after $run_limit s: no reply from the server" >>"$out.err"
     awk -v cmds="$work/cmds" -v anys="$work/any" '
         BEGIN {
             while ((getline l < cmds) > 0) cmd[++n] = l
@@ -214,6 +236,7 @@ run() {
             if (skip) print "(@any: reply not compared)"
             next
         }
+        /^"@@kv_diff@@:sync:[0-9]+"$/ { next }
         !skip { print }' "$out.raw" >"$out"
     if [[ -s $out.err ]]; then
         echo "--- redis-cli stderr" >>"$out"
@@ -230,8 +253,10 @@ for f in "$@"; do
     for proto in $protocols; do
         reset_servers
         run "$rs_port" "$proto" "$work/redis.txt" &
+        run_rs=$!
         run "$kv_port" "$proto" "$work/keel.txt" &
-        wait
+        run_kv=$!
+        wait $run_rs $run_kv
         if ! kill -0 "$kv_pid" 2>/dev/null; then
             failed=1
             echo "kv_diff: FAIL $name (RESP$proto): keel-kv died during the file"
@@ -239,12 +264,12 @@ for f in "$@"; do
                 "$work/redis.txt" "$work/keel.txt" | head -n 60
             fail "keel-kv crashed on $name"
         fi
+        if [[ -n ${KV_DIFF_VERBOSE:-} ]]; then
+            echo "=== $name (RESP$proto): redis-server's replies"
+            cat "$work/redis.txt"
+        fi
         if cmp -s "$work/redis.txt" "$work/keel.txt"; then
             results+=("RESP$proto ok")
-            if [[ -n ${KV_DIFF_VERBOSE:-} ]]; then
-                echo "=== $name (RESP$proto): both servers"
-                cat "$work/redis.txt"
-            fi
         else
             failed=1
             results+=("RESP$proto DIFFERS")
