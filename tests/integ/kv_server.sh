@@ -69,6 +69,28 @@ awk 'NR % 5 == 4 { a = $0 } NR % 5 == 0 && a != $0 { bad++ } END { exit bad > 0 
   fail "a reader saw half a transaction: $(awk 'NR % 5 == 4 { a = $0 } NR % 5 == 0 && a != $0 { print a, $0; exit }' "$work/r.out")"
 [[ $(R get "$ka") == 3000 && $(R get "$kb") == 3000 ]] || fail "writes lost"
 
+# MSET across shards: a concurrent MGET never sees half of one.
+for i in $(seq 3000); do printf 'MSET %s m%d %s m%d\n' "$ka" "$i" "$kb" "$i"; done >"$work/mw.txt"
+for i in $(seq 3000); do printf 'MGET %s %s\n' "$ka" "$kb"; done >"$work/mr.txt"
+R mset "$ka" m0 "$kb" m0 >/dev/null
+R <"$work/mw.txt" >/dev/null &
+bg+=($!)
+R <"$work/mr.txt" >"$work/mr.out" || fail "MGET reader failed"
+wait "${bg[-1]}" || fail "MSET writer failed"
+awk 'NR % 2 == 1 { a = $0 } NR % 2 == 0 && a != $0 { bad++ } END { exit bad > 0 }' "$work/mr.out" ||
+  fail "an MGET saw half an MSET"
+
+# Active expiry: keys with a TTL that nobody reads again still go.
+for i in $(seq 2000); do echo "SET ttl:$i v PX 100"; done | R >/dev/null
+sleep 1.5
+gone=
+for _ in $(seq 30); do
+  n=$(R info keyspace | sed -nE 's/^db0:keys=([0-9]+).*/\1/p' | tr -d '\r')
+  (( ${n:-0} < 100 )) && { gone=1; break; }
+  sleep 0.2
+done
+[[ -n $gone ]] || fail "active expiry left $n keys of 2000 expired ones"
+
 # WATCH on one connection, a write from another, EXEC fails.
 exec {c}<>"/dev/tcp/127.0.0.1/$port"
 printf 'WATCH %s %s\r\n' "$ka" "$kb" >&"$c"
