@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -679,15 +681,43 @@ bool kv_client_set_name(kv_client *c, resp_buf *out, const resp_arg *name)
     return true;
 }
 
+/* "ip:port" of a socket's peer or own address, as CLIENT LIST shows it. */
+static void sock_addr(int fd, bool peer, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if ((peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
+              : getsockname(fd, (struct sockaddr *)&ss, &len)) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        } else if (ss.ss_family == AF_UNIX) {
+            snprintf(out, cap, "/unixsocket:0");
+            return;
+        }
+    }
+    snprintf(out, cap, "%s:%d", host, port);
+}
+
 static void client_line(kv_client *c, char *buf, size_t cap, int64_t now)
 {
     int fd = keel_conn_fd(c->conn);
+    char addr[80], laddr[80];
+    sock_addr(fd, true, addr, sizeof(addr));
+    sock_addr(fd, false, laddr, sizeof(laddr));
     snprintf(buf, cap,
-             "id=%llu addr=? laddr=? fd=%d name=%s age=%lld idle=0 flags=%s db=0 sub=0 psub=0 "
+             "id=%llu addr=%s laddr=%s fd=%d name=%s age=%lld idle=0 flags=%s db=0 sub=0 psub=0 "
              "ssub=0 multi=%d qbuf=%zu qbuf-free=%zu argv-mem=0 multi-mem=0 rbs=%zu rbp=0 obl=0 "
              "oll=0 omem=%zu tot-mem=%zu events=r cmd=NULL user=default redir=-1 resp=%d "
              "shard=%u\n",
-             (unsigned long long)c->id, fd, c->name ? c->name : "",
+             (unsigned long long)c->id, addr, laddr, fd, c->name ? c->name : "",
              (long long)(now - c->created_ms) / 1000, c->in_multi ? "x" : "N",
              c->in_multi ? 0 : -1, c->qlen, c->qcap - c->qlen, c->qcap,
              c->conn ? keel_conn_queued(c->conn) : 0, c->qcap + c->out.cap, c->proto,
@@ -698,7 +728,8 @@ static void client_line(kv_client *c, char *buf, size_t cap, int64_t now)
  * its own clients. */
 typedef struct client_req {
     resp_buf text;
-    uint64_t kill_id; /* 0: list */
+    uint64_t kill_id; /* 0: list (or kill by address) */
+    char kill_addr[80]; /* CLIENT KILL ADDR ip:port, or the old form */
     long long killed;
 } client_req;
 
@@ -710,7 +741,14 @@ static keel_future *client_here(void *arg)
     for (kv_client *c = kv_clients_here(); c; c = c->next) {
         if (c->ended || !c->conn)
             continue;
-        if (!r->kill_id) {
+        if (r->kill_addr[0]) {
+            char addr[80];
+            sock_addr(keel_conn_fd(c->conn), true, addr, sizeof(addr));
+            if (!strcmp(addr, r->kill_addr)) {
+                shutdown(keel_conn_fd(c->conn), SHUT_RDWR);
+                r->killed++;
+            }
+        } else if (!r->kill_id) {
             client_line(c, line, sizeof(line), now);
             resp_add_raw(&r->text, line, strlen(line));
         } else if (c->id == r->kill_id) {
@@ -726,16 +764,14 @@ static void client_gathered(kv_client *c, resp_buf *out, void *arg)
 {
     client_req *reqs = arg;
     unsigned n = keel_shard_count();
-    if (reqs[0].kill_id) {
+    if (reqs[0].kill_id || reqs[0].kill_addr[0]) {
         long long k = 0;
         for (unsigned i = 0; i < n; i++)
             k += reqs[i].killed;
-        if (reqs[0].kill_id == UINT64_MAX)
-            resp_add_int(out, k); /* CLIENT KILL ID with the new syntax */
-        else if (k)
-            resp_add_status(out, "OK");
+        if (reqs[0].kill_id == UINT64_MAX) /* the old form: CLIENT KILL ip:port */
+            k ? resp_add_status(out, "OK") : resp_add_error(out, "ERR No such client");
         else
-            resp_add_error(out, "ERR No such client");
+            resp_add_int(out, k); /* the filter form answers a count */
     } else {
         size_t len = 0;
         for (unsigned i = 0; i < n; i++)
@@ -757,7 +793,7 @@ static void client_gathered(kv_client *c, resp_buf *out, void *arg)
     free(reqs);
 }
 
-static void client_all_shards(kv_client *c, uint64_t kill_id, bool count_reply)
+static void client_all_shards(kv_client *c, uint64_t kill_id, const resp_arg *addr)
 {
     unsigned n = keel_shard_count();
     client_req *reqs = calloc(n, sizeof(*reqs));
@@ -768,8 +804,10 @@ static void client_all_shards(kv_client *c, uint64_t kill_id, bool count_reply)
     for (unsigned i = 0; i < n; i++) {
         resp_buf_init(&reqs[i].text);
         reqs[i].kill_id = kill_id;
+        if (addr)
+            snprintf(reqs[i].kill_addr, sizeof(reqs[i].kill_addr), "%.*s", (int)addr->len,
+                     addr->ptr);
     }
-    (void)count_reply;
     kv_gather(c, client_here, reqs, sizeof(*reqs), client_gathered);
 }
 
@@ -802,14 +840,18 @@ void kv_client_command(kv_client *c, resp_buf *out, size_t argc, const resp_arg 
         client_line(c, line, sizeof(line), kv_now_ms());
         resp_add_verbatim(out, c->proto, line, strlen(line), "txt");
     } else if (kv_arg_is(sub, "LIST") && (argc == 2 || (argc == 4 && kv_arg_is(&argv[2], "TYPE")))) {
-        client_all_shards(c, 0, false);
+        client_all_shards(c, 0, NULL);
     } else if (kv_arg_is(sub, "KILL") && argc == 4 && kv_arg_is(&argv[2], "ID")) {
         long long id;
         if (!resp_string2ll(argv[3].ptr, argv[3].len, &id) || id <= 0) {
             resp_add_error(out, "ERR client-id should be greater than 0");
             return;
         }
-        client_all_shards(c, (uint64_t)id, true);
+        client_all_shards(c, (uint64_t)id, NULL);
+    } else if (kv_arg_is(sub, "KILL") && argc == 4 && kv_arg_is(&argv[2], "ADDR")) {
+        client_all_shards(c, 0, &argv[3]);
+    } else if (kv_arg_is(sub, "KILL") && argc == 3) {
+        client_all_shards(c, UINT64_MAX, &argv[2]);
     } else {
         resp_add_errorf(out,
                         "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try "
