@@ -111,7 +111,7 @@ static param params[] = {
      "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60", NULL, false},
     {"list-max-listpack-size", "list-max-ziplist-size", P_NUM, "-2", NULL, false},
     {"list-compress-depth", NULL, P_NUM, "0", NULL, false},
-    {"hash-max-listpack-entries", "hash-max-ziplist-entries", P_NUM, "128", NULL, false},
+    {"hash-max-listpack-entries", "hash-max-ziplist-entries", P_NUM, "512", NULL, false},
     {"hash-max-listpack-value", "hash-max-ziplist-value", P_NUM, "64", NULL, false},
     {"set-max-intset-entries", NULL, P_NUM, "512", NULL, false},
     {"zset-max-listpack-entries", "zset-max-ziplist-entries", P_NUM, "128", NULL, false},
@@ -319,15 +319,19 @@ static void cmd_config(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     if (kv_arg_is(&argv[1], "GET") && argc >= 3) {
         size_t at = resp_add_deferred(c->out), n = 0;
         for (size_t i = 0; i < NPARAMS; i++) {
-            bool hit = false;
-            for (size_t a = 2; a < argc && !hit; a++)
-                hit = kv_glob_match(argv[a].ptr, argv[a].len, params[i].name,
-                                    strlen(params[i].name), true);
-            if (!hit)
-                continue;
-            resp_add_bulk_cstr(c->out, params[i].name);
-            resp_add_bulk_cstr(c->out, params[i].value);
-            n++;
+            /* An alias is a parameter of its own to CONFIG GET, as in Redis 7.0. */
+            const char *names[2] = {params[i].name, params[i].alias};
+            for (int k = 0; k < 2 && names[k]; k++) {
+                bool hit = false;
+                for (size_t a = 2; a < argc && !hit; a++)
+                    hit = kv_glob_match(argv[a].ptr, argv[a].len, names[k], strlen(names[k]),
+                                        true);
+                if (!hit)
+                    continue;
+                resp_add_bulk_cstr(c->out, names[k]);
+                resp_add_bulk_cstr(c->out, params[i].value);
+                n++;
+            }
         }
         resp_set_deferred_map(c->out, c->proto, at, n);
     } else if (kv_arg_is(&argv[1], "SET") && argc >= 4 && argc % 2 == 0) {
