@@ -296,19 +296,25 @@ bool kv_arg_ll(kv_cmd_ctx *c, const resp_arg *a, long long *v, const char *msg)
 
 bool kv_string2d(const char *s, size_t n, double *out)
 {
-    char buf[256];
-    if (n == 0 || n >= sizeof(buf) || isspace((unsigned char)s[0]))
+    /* NUL-terminated for strtod: on the stack when short, as most are. */
+    char small[128];
+    if (n == 0 || isspace((unsigned char)s[0]))
+        return false;
+    char *buf = n < sizeof(small) ? small : malloc(n + 1);
+    if (!buf)
         return false;
     memcpy(buf, s, n);
     buf[n] = 0;
     char *end;
     errno = 0;
     double d = strtod(buf, &end);
-    if ((size_t)(end - buf) != n || (errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL || d == 0)) ||
-        isnan(d))
-        return false;
-    *out = d;
-    return true;
+    bool ok = (size_t)(end - buf) == n && !isnan(d) &&
+              !(errno == ERANGE && (d == HUGE_VAL || d == -HUGE_VAL || d == 0));
+    if (buf != small)
+        free(buf);
+    if (ok)
+        *out = d;
+    return ok;
 }
 
 bool kv_string2ld(const char *s, size_t n, long double *out)
