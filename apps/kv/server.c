@@ -592,6 +592,8 @@ static void unregister_done(void *ctx, keel_result r)
     kv_block_release(ctx);
 }
 
+static void stop_timer(kv_client *c);
+
 /* The client's wait is over (claimed by whoever calls): drop its queue
  * entries, answer (reply, the timeout's null, or run it again), let the
  * pipeline go on. */
@@ -601,6 +603,8 @@ static void unblock(kv_client *c, resp_buf *reply, bool retry)
     slot *s = c->block_slot;
     c->blocked = NULL;
     c->block_slot = NULL;
+    c->holds++; /* c stays through what follows */
+    stop_timer(c);
     for (unsigned i = 0; i < keel_shard_count(); i++) {
         if (!kv_block_on_shard(w, i))
             continue;
@@ -626,22 +630,46 @@ static void unblock(kv_client *c, resp_buf *reply, bool retry)
             resp_add_null_array(&s->out, c->proto);
     }
     kv_block_release(w);
-    bool timer = c->block_timer;
-    if (timer)
-        c->holds++; /* keep c through the abort below */
     work_finished(c, s);
-    if (timer) {
-        keel_abort_source_request(&c->block_as); /* its callback drops its hold */
-        hold_done(c);
-    }
+    hold_done(c);
+}
+
+/* A blocked client's timeout. Each block has its own, so an aborted timer
+ * whose callback runs late cannot touch a later block. */
+typedef struct block_timer {
+    kv_client *client;
+    kv_waiter *waiter;
+    keel_abort_source as;
+    bool in_abort; /* unblock() is inside keel_abort_source_request() */
+    bool fired;
+} block_timer;
+
+/* Stops c's timer, if any; its callback drops its hold on c. */
+static void stop_timer(kv_client *c)
+{
+    block_timer *bt = c->timer;
+    if (!bt)
+        return;
+    c->timer = NULL;
+    bt->in_abort = true;
+    keel_abort_source_request(&bt->as); /* may run the callback inline */
+    bt->in_abort = false;
+    if (bt->fired)
+        free(bt); /* else the callback, still to come, frees it */
 }
 
 static void block_timer_done(void *ctx, keel_result r)
 {
-    kv_client *c = ctx;
-    c->block_timer = false;
-    if (!r.err && c->blocked && kv_block_claim(c->blocked))
-        unblock(c, NULL, false);
+    block_timer *bt = ctx;
+    kv_client *c = bt->client;
+    bt->fired = true;
+    if (c->timer == bt) {
+        c->timer = NULL;
+        if (!r.err && c->blocked == bt->waiter && kv_block_claim(bt->waiter))
+            unblock(c, NULL, false);
+    }
+    if (!bt->in_abort)
+        free(bt);
     hold_done(c);
 }
 
@@ -676,13 +704,16 @@ static void client_block(kv_client *c, slot *s, kv_waiter *w, int64_t deadline)
         c->holds++;
         keel_on_done(keel_conn_read(c->conn), conn_watch_done, c);
     }
-    if (deadline > 0) {
+    block_timer *bt = deadline > 0 ? calloc(1, sizeof(*bt)) : NULL;
+    if (bt) { /* (without memory for it, the client waits with no timeout) */
         int64_t ms = deadline - kv_now_ms();
-        keel_abort_source_init(&c->block_as);
-        c->block_timer = true;
+        bt->client = c;
+        bt->waiter = w;
+        keel_abort_source_init(&bt->as);
+        c->timer = bt;
         c->holds++;
-        keel_on_done(keel_sleep_abortable(ms > 0 ? KEEL_MS(ms) : 0, &c->block_as),
-                     block_timer_done, c);
+        keel_on_done(keel_sleep_abortable(ms > 0 ? KEEL_MS(ms) : 0, &bt->as), block_timer_done,
+                     bt);
     }
     if (c->early) {
         delivery *d = c->early;

@@ -37,8 +37,7 @@ typedef struct kv_client {
     unsigned home; /* its shard */
     struct kv_waiter *blocked; /* a blocking command waits */
     struct slot *block_slot;
-    keel_abort_source block_as;
-    bool block_timer;
+    struct block_timer *timer; /* the blocked command's timeout */
     struct delivery *early;
     bool watching, watch_waited, watch_has_result; /* a read while blocked */
     keel_result watch_result;
