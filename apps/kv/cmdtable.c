@@ -277,6 +277,14 @@ void kv_reply_oom(resp_buf *out)
     resp_add_error(out, "OOM command not allowed when used memory > 'maxmemory'.");
 }
 
+void kv_reply_ok_or_one(resp_buf *out, bool one)
+{
+    if (one)
+        resp_add_int(out, 1);
+    else
+        resp_add_status(out, "OK");
+}
+
 bool kv_arg_is(const resp_arg *a, const char *word)
 {
     size_t n = strlen(word);
@@ -333,6 +341,93 @@ bool kv_string2ld(const char *s, size_t n, long double *out)
         return false;
     *out = d;
     return true;
+}
+
+bool kv_clamp_range(long long start, long long end, size_t len, size_t *from, size_t *to)
+{
+    long long n = (long long)len;
+    if (start < 0)
+        start += n;
+    if (end < 0)
+        end += n;
+    if (start < 0)
+        start = 0;
+    if (start > end || start >= n)
+        return false;
+    if (end >= n)
+        end = n - 1;
+    *from = (size_t)start;
+    *to = (size_t)end;
+    return true;
+}
+
+bool kv_arg_cursor(kv_cmd_ctx *c, const resp_arg *a, uint64_t *cursor)
+{
+    char small[64];
+    char *s = a->len < sizeof(small) ? small : malloc(a->len + 1);
+    bool ok = false;
+    if (s) {
+        memcpy(s, a->ptr, a->len);
+        s[a->len] = '\0';
+        char *end;
+        errno = 0;
+        *cursor = strtoull(s, &end, 10);
+        ok = !isspace((unsigned char)s[0]) && *end == '\0' && errno != ERANGE;
+        if (s != small)
+            free(s);
+    }
+    if (!ok)
+        resp_add_error(c->out, "ERR invalid cursor");
+    return ok;
+}
+
+bool kv_scan_options(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, size_t first,
+                     long long *count, const resp_arg **pat, const resp_arg **type)
+{
+    for (size_t i = first; i < argc; i += 2) {
+        if (kv_arg_is(&argv[i], "COUNT") && i + 1 < argc) {
+            if (!kv_arg_ll(c, &argv[i + 1], count, NULL))
+                return false;
+            if (*count < 1) {
+                kv_reply_syntax(c->out);
+                return false;
+            }
+        } else if (kv_arg_is(&argv[i], "MATCH") && i + 1 < argc) {
+            *pat = argv[i + 1].len == 1 && argv[i + 1].ptr[0] == '*' ? NULL : &argv[i + 1];
+        } else if (type && kv_arg_is(&argv[i], "TYPE") && i + 1 < argc) {
+            *type = &argv[i + 1];
+        } else {
+            kv_reply_syntax(c->out);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A SCAN reply for a missing key: cursor 0 and no elements. */
+static void reply_scan_empty(resp_buf *out)
+{
+    resp_add_array(out, 2);
+    resp_add_bulk(out, "0", 1);
+    resp_add_array(out, 0);
+}
+
+kv_entry *kv_scan_key(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, unsigned type,
+                      uint64_t *cursor, long long *count, const resp_arg **pat)
+{
+    if (!kv_arg_cursor(c, &argv[2], cursor))
+        return NULL;
+    bool wrong;
+    kv_entry *e = kv_lookup_type(c, &argv[1], type, &wrong);
+    if (wrong)
+        return NULL;
+    if (!e) {
+        reply_scan_empty(c->out);
+        return NULL;
+    }
+    *count = 10;
+    *pat = NULL;
+    return kv_scan_options(c, argc, argv, 3, count, pat, NULL) ? e : NULL;
 }
 
 bool kv_arg_double(kv_cmd_ctx *c, const resp_arg *a, double *v, const char *msg)

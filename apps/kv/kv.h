@@ -210,6 +210,9 @@ void kv_reply_not_int(resp_buf *out); /* "ERR value is not an integer or out of 
 void kv_reply_not_float(resp_buf *out); /* "ERR value is not a valid float" */
 void kv_reply_syntax(resp_buf *out);
 void kv_reply_oom(resp_buf *out);
+/* A write's success: ":1" for the NX forms (one: SETNX, MSETNX, RENAMENX),
+ * "+OK" otherwise. */
+void kv_reply_ok_or_one(resp_buf *out, bool one);
 /* Case-insensitive match of an argument against an upper-case word. */
 bool kv_arg_is(const resp_arg *a, const char *word);
 /* Redis's getLongLongFromObjectOrReply(): replies the error and returns
@@ -221,6 +224,27 @@ bool kv_arg_double(kv_cmd_ctx *c, const resp_arg *a, double *v, const char *msg)
 bool kv_string2d(const char *s, size_t n, double *out);
 /* Redis's string2ld() for INCRBYFLOAT. */
 bool kv_string2ld(const char *s, size_t n, long double *out);
+/* Redis's index rule for LRANGE, LTRIM, ZRANGE and ZREMRANGEBYRANK: negative
+ * indexes count from the end, start is clamped to 0 and end to len - 1.
+ * Returns false for an empty range; otherwise sets [*from, *to]. */
+bool kv_clamp_range(long long start, long long end, size_t len, size_t *from, size_t *to);
+/* Redis's parseScanCursorOrReply(): strtoul() over the argument as a C
+ * string ("-1" wraps, "" is 0), no leading space, nothing after the digits.
+ * Replies "ERR invalid cursor" and returns false when it does not parse. */
+bool kv_arg_cursor(kv_cmd_ctx *c, const resp_arg *a, uint64_t *cursor);
+/* The [MATCH pattern] [COUNT count] options of the SCAN family, from
+ * argv[first] on; *count and *pat keep their values unless given, and a
+ * MATCH of "*" sets *pat to NULL. type: SCAN's [TYPE type], or NULL where
+ * there is none. Replies the error and returns false on a bad option. */
+bool kv_scan_options(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, size_t first,
+                     long long *count, const resp_arg **pat, const resp_arg **type);
+/* The start of HSCAN, SSCAN and ZSCAN (key cursor [MATCH pattern] [COUNT
+ * count]), in Redis's order: cursor, then the key, then the options. Returns
+ * the entry at argv[1], holding type, with *cursor, *count (10 unless
+ * given) and *pat set; NULL when the reply is already written (an error, or
+ * the empty scan of a missing key). */
+kv_entry *kv_scan_key(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, unsigned type,
+                      uint64_t *cursor, long long *count, const resp_arg **pat);
 /* Redis's stringmatchlen() glob (KEYS, SCAN MATCH, HSCAN...). */
 bool kv_glob_match(const char *pat, size_t plen, const char *s, size_t slen, bool nocase);
 

@@ -491,26 +491,27 @@ static void cmd_hget(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         resp_add_null(c->out, c->proto);
 }
 
-static void cmd_hexists(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+/* HEXISTS (1 or 0) and HSTRLEN (the value's length, 0 when missing). */
+static void field_int(kv_cmd_ctx *c, const resp_arg *argv, bool want_len)
 {
-    (void)argc;
     const char *v;
     size_t vlen;
     bool wrong;
     bool found = get_field(c, argv, &v, &vlen, &wrong);
     if (!wrong)
-        resp_add_int(c->out, found);
+        resp_add_int(c->out, !found ? 0 : want_len ? (long long)vlen : 1);
+}
+
+static void cmd_hexists(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+{
+    (void)argc;
+    field_int(c, argv, false);
 }
 
 static void cmd_hstrlen(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     (void)argc;
-    const char *v;
-    size_t vlen;
-    bool wrong;
-    bool found = get_field(c, argv, &v, &vlen, &wrong);
-    if (!wrong)
-        resp_add_int(c->out, found ? (long long)vlen : 0);
+    field_int(c, argv, true);
 }
 
 static void cmd_hmget(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
@@ -687,25 +688,6 @@ static void cmd_hvals(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 
 /* ---- HSCAN ------------------------------------------------------------------------- */
 
-/* Redis's parseScanCursorOrReply(): strtoul() in base 10 over the whole
- * argument (so "-1", "+5" and "" pass, as there), no leading space. */
-static bool parse_cursor(const resp_arg *a, unsigned long *cursor)
-{
-    char small[64];
-    char *buf = a->len < sizeof(small) ? small : malloc(a->len + 1);
-    if (!buf)
-        return false;
-    memcpy(buf, a->ptr, a->len);
-    buf[a->len] = '\0';
-    char *end;
-    errno = 0;
-    *cursor = strtoul(buf, &end, 10);
-    bool ok = !isspace((unsigned char)buf[0]) && *end == '\0' && errno != ERANGE;
-    if (buf != small)
-        free(buf);
-    return ok;
-}
-
 /* The start of a SCAN reply: the array of two and the next cursor. */
 static void reply_cursor(kv_cmd_ctx *c, unsigned long cursor)
 {
@@ -717,39 +699,12 @@ static void reply_cursor(kv_cmd_ctx *c, unsigned long cursor)
 
 static void cmd_hscan(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
-    unsigned long cursor;
-    if (!parse_cursor(&argv[2], &cursor)) {
-        resp_add_error(c->out, "ERR invalid cursor");
+    uint64_t cursor;
+    long long count;
+    const resp_arg *pat;
+    kv_entry *e = kv_scan_key(c, argc, argv, KV_HASH, &cursor, &count, &pat);
+    if (!e)
         return;
-    }
-    bool wrong;
-    kv_entry *e = lookup_read(c, &argv[1], &wrong);
-    if (wrong)
-        return;
-    if (!e) {
-        reply_cursor(c, 0);
-        resp_add_array(c->out, 0);
-        return;
-    }
-    long long count = 10;
-    const resp_arg *pat = NULL;
-    for (size_t i = 3; i < argc; i += 2) {
-        if (kv_arg_is(&argv[i], "COUNT") && argc - i >= 2) {
-            if (!kv_arg_ll(c, &argv[i + 1], &count, NULL))
-                return;
-            if (count < 1) {
-                kv_reply_syntax(c->out);
-                return;
-            }
-        } else if (kv_arg_is(&argv[i], "MATCH") && argc - i >= 2) {
-            pat = &argv[i + 1];
-            if (pat->len == 1 && pat->ptr[0] == '*')
-                pat = NULL; /* matches everything */
-        } else {
-            kv_reply_syntax(c->out);
-            return;
-        }
-    }
     const void *obj = kv_obj(e);
     if (!is_dict(obj)) {
         /* A small hash answers whole, with cursor 0, whatever the cursor. */

@@ -360,10 +360,7 @@ static void rename_generic(kv_cmd_ctx *c, const resp_arg *argv, bool nx)
         kv_reply_oom(c->out);
         return;
     }
-    if (nx)
-        resp_add_int(c->out, 1);
-    else
-        resp_add_status(c->out, "OK");
+    kv_reply_ok_or_one(c->out, nx);
 }
 
 static void cmd_rename(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
@@ -802,28 +799,6 @@ static void cmd_keys(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     resp_set_deferred_array(c->out, at, m.matched);
 }
 
-/* Redis's SCAN cursor check: strtoul() on the argument as a C string, no
- * leading space, nothing after the digits, within 64 bits ("-1" wraps, as
- * strtoul does, and "" is 0). */
-static bool parse_cursor(const resp_arg *a, uint64_t *out)
-{
-    size_t n = (size_t)cstr_len(a);
-    char small[64];
-    char *s = n < sizeof(small) ? small : malloc(n + 1);
-    if (!s)
-        return false;
-    memcpy(s, a->ptr, n);
-    s[n] = 0;
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    bool ok = !isspace((unsigned char)s[0]) && *end == 0 && errno != ERANGE;
-    if (s != small)
-        free(s);
-    *out = v;
-    return ok;
-}
-
 /* Bits of a SCAN cursor that name the shard. */
 static unsigned shard_bits(unsigned shards)
 {
@@ -840,31 +815,12 @@ static unsigned shard_bits(unsigned shards)
 static void cmd_scan(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     uint64_t cursor;
-    if (!parse_cursor(&argv[1], &cursor)) {
-        resp_add_error(c->out, "ERR invalid cursor");
+    if (!kv_arg_cursor(c, &argv[1], &cursor))
         return;
-    }
     long long count = 10;
     const resp_arg *pattern = NULL, *type = NULL;
-    for (size_t i = 2; i < argc; i += 2) {
-        if (kv_arg_is(&argv[i], "COUNT") && i + 1 < argc) {
-            if (!kv_arg_ll(c, &argv[i + 1], &count, NULL))
-                return;
-            if (count < 1) {
-                kv_reply_syntax(c->out);
-                return;
-            }
-        } else if (kv_arg_is(&argv[i], "MATCH") && i + 1 < argc) {
-            pattern = &argv[i + 1];
-            if (pattern->len == 1 && pattern->ptr[0] == '*')
-                pattern = NULL;
-        } else if (kv_arg_is(&argv[i], "TYPE") && i + 1 < argc) {
-            type = &argv[i + 1];
-        } else {
-            kv_reply_syntax(c->out);
-            return;
-        }
-    }
+    if (!kv_scan_options(c, argc, argv, 2, &count, &pattern, &type))
+        return;
     unsigned n = keel_shard_count(), bits = shard_bits(n);
     uint64_t shard = cursor & ((1ull << bits) - 1), sub = cursor >> bits;
     resp_buf keys;

@@ -836,25 +836,16 @@ static void cmd_llen(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         resp_add_int(c->out, e ? (long long)kv_list_len(kv_obj(e)) : 0);
 }
 
-/* Redis's range rule for LRANGE and LTRIM: negative indexes count from the
- * tail, the start is clamped to 0 and the end to the last element. Returns
- * false for an empty range. */
-static bool clamp_range(long long start, long long end, size_t len, size_t *from, size_t *to)
+/* LRANGE's and LTRIM's key start stop: the indexes, and the list (NULL
+ * when missing). Returns false when an error has been replied. */
+static bool range_args(kv_cmd_ctx *c, const resp_arg *argv, long long *start, long long *end,
+                       kv_entry **e)
 {
-    long long n = (long long)len;
-    if (start < 0)
-        start += n;
-    if (end < 0)
-        end += n;
-    if (start < 0)
-        start = 0;
-    if (start > end || start >= n)
+    if (!kv_arg_ll(c, &argv[2], start, NULL) || !kv_arg_ll(c, &argv[3], end, NULL))
         return false;
-    if (end >= n)
-        end = n - 1;
-    *from = (size_t)start;
-    *to = (size_t)end;
-    return true;
+    bool wrong;
+    *e = kv_lookup_type(c, &argv[1], KV_LIST, &wrong);
+    return !wrong;
 }
 
 /* LRANGE key start stop */
@@ -862,14 +853,11 @@ static void cmd_lrange(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     (void)argc;
     long long start, end;
-    if (!kv_arg_ll(c, &argv[2], &start, NULL) || !kv_arg_ll(c, &argv[3], &end, NULL))
-        return;
-    bool wrong;
-    kv_entry *e = kv_lookup_type(c, &argv[1], KV_LIST, &wrong);
-    if (wrong)
+    kv_entry *e;
+    if (!range_args(c, argv, &start, &end, &e))
         return;
     size_t from, to;
-    if (!e || !clamp_range(start, end, kv_list_len(kv_obj(e)), &from, &to)) {
+    if (!e || !kv_clamp_range(start, end, kv_list_len(kv_obj(e)), &from, &to)) {
         resp_add_array(c->out, 0);
         return;
     }
@@ -881,16 +869,13 @@ static void cmd_ltrim(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     (void)argc;
     long long start, end;
-    if (!kv_arg_ll(c, &argv[2], &start, NULL) || !kv_arg_ll(c, &argv[3], &end, NULL))
-        return;
-    bool wrong;
-    kv_entry *e = kv_lookup_type(c, &argv[1], KV_LIST, &wrong);
-    if (wrong)
+    kv_entry *e;
+    if (!range_args(c, argv, &start, &end, &e))
         return;
     if (e) {
         kv_list *l = kv_obj(e);
         size_t len = l->len, from, to;
-        if (clamp_range(start, end, len, &from, &to)) {
+        if (kv_clamp_range(start, end, len, &from, &to)) {
             kv_list_del_range(l, to + 1, len - to - 1);
             kv_list_del_range(l, 0, from);
         } else {

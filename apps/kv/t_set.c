@@ -1089,32 +1089,6 @@ static void spop_count(kv_cmd_ctx *c, const resp_arg *argv)
     kv_del(c, &argv[1]);
 }
 
-static void cmd_spop(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
-{
-    if (argc == 3) {
-        spop_count(c, argv);
-        return;
-    }
-    if (argc > 3) {
-        kv_reply_syntax(c->out);
-        return;
-    }
-    bool wrong;
-    kv_entry *e = kv_lookup_type(c, &argv[1], KV_SET, &wrong);
-    if (wrong)
-        return;
-    if (!e) {
-        resp_add_null(c->out, c->proto);
-        return;
-    }
-    kv_set *s = kv_obj(e);
-    member m;
-    random_member(s, &m);
-    reply_member(c->out, &m);
-    remove_picked(&s, &m);
-    changed(c, e, s, &argv[1]);
-}
-
 /* A set of distinct nonzero 64-bit values (entry addresses, intset
  * indexes + 1), for picking distinct random members. */
 typedef struct picked {
@@ -1236,10 +1210,14 @@ static void srandmember_count(kv_cmd_ctx *c, const resp_arg *argv)
     srand_distinct(c, s, (size_t)count);
 }
 
-static void cmd_srandmember(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+/* SPOP key [count] (pop) and SRANDMEMBER key [count]. */
+static void random_generic(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, bool pop)
 {
     if (argc == 3) {
-        srandmember_count(c, argv);
+        if (pop)
+            spop_count(c, argv);
+        else
+            srandmember_count(c, argv);
         return;
     }
     if (argc > 3) {
@@ -1254,32 +1232,27 @@ static void cmd_srandmember(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         resp_add_null(c->out, c->proto);
         return;
     }
+    kv_set *s = kv_obj(e);
     member m;
-    random_member(kv_obj(e), &m);
+    random_member(s, &m);
     reply_member(c->out, &m);
+    if (pop) {
+        remove_picked(&s, &m);
+        changed(c, e, s, &argv[1]);
+    }
+}
+
+static void cmd_spop(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+{
+    random_generic(c, argc, argv, true);
+}
+
+static void cmd_srandmember(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+{
+    random_generic(c, argc, argv, false);
 }
 
 /* ---- SSCAN -------------------------------------------------------------------------------- */
-
-/* Redis's parseScanCursorOrReply(): strtoul's reading of the argument as
- * a C string (so "", "+5", "-1" and "7\0junk" are cursors), but no
- * leading space and no overflow. */
-static bool parse_cursor(const resp_arg *a, unsigned long *cursor)
-{
-    char small[64];
-    char *s = a->len < sizeof(small) ? small : malloc(a->len + 1);
-    if (!s)
-        return false;
-    memcpy(s, a->ptr, a->len);
-    s[a->len] = '\0';
-    char *end;
-    errno = 0;
-    *cursor = strtoul(s, &end, 10);
-    bool ok = !(s[0] == ' ' || (s[0] >= '\t' && s[0] <= '\r')) && *end == '\0' && errno != ERANGE;
-    if (s != small)
-        free(s);
-    return ok;
-}
 
 typedef struct scan_acc {
     kv_dict_entry **v;
@@ -1306,39 +1279,12 @@ static void scan_collect(void *arg, kv_dict_entry *e)
 /* SSCAN key cursor [MATCH pattern] [COUNT count] */
 static void cmd_sscan(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
-    unsigned long cursor;
-    if (!parse_cursor(&argv[2], &cursor)) {
-        resp_add_error(c->out, "ERR invalid cursor");
+    uint64_t cursor;
+    long long count;
+    const resp_arg *pat;
+    kv_entry *e = kv_scan_key(c, argc, argv, KV_SET, &cursor, &count, &pat);
+    if (!e)
         return;
-    }
-    bool wrong;
-    kv_entry *e = kv_lookup_type(c, &argv[1], KV_SET, &wrong);
-    if (wrong)
-        return;
-    if (!e) {
-        resp_add_array(c->out, 2);
-        resp_add_bulk(c->out, "0", 1);
-        resp_add_array(c->out, 0);
-        return;
-    }
-    long long count = 10;
-    const resp_arg *pat = NULL;
-    for (size_t i = 3; i < argc; i += 2) {
-        if (kv_arg_is(&argv[i], "COUNT") && i + 1 < argc) {
-            if (!kv_arg_ll(c, &argv[i + 1], &count, NULL))
-                return;
-            if (count < 1) {
-                kv_reply_syntax(c->out);
-                return;
-            }
-        } else if (kv_arg_is(&argv[i], "MATCH") && i + 1 < argc) {
-            /* "*" matches everything: as good as no pattern. */
-            pat = argv[i + 1].len == 1 && argv[i + 1].ptr[0] == '*' ? NULL : &argv[i + 1];
-        } else {
-            kv_reply_syntax(c->out);
-            return;
-        }
-    }
     const kv_set *s = kv_obj(e);
     char buf[RESP_LL_CHARS];
     if (s->enc == ENC_INTSET) {

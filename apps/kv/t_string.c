@@ -37,6 +37,15 @@ static void reply_oom_from(kv_cmd_ctx *c, size_t mark)
     kv_reply_oom(c->out);
 }
 
+/* A string's value, or null for NULL. */
+static void reply_value(kv_cmd_ctx *c, kv_entry *e)
+{
+    if (e)
+        resp_add_bulk(c->out, kv_str(e), e->vlen);
+    else
+        resp_add_null(c->out, c->proto);
+}
+
 static void cmd_get(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     (void)argc;
@@ -44,10 +53,7 @@ static void cmd_get(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     kv_entry *e = lookup_str(c, &argv[1], &wrong);
     if (wrong)
         return;
-    if (!e)
-        resp_add_null(c->out, c->proto);
-    else
-        resp_add_bulk(c->out, kv_str(e), e->vlen);
+    reply_value(c, e);
 }
 
 /* ---- SET and its family --------------------------------------------------------- */
@@ -65,13 +71,28 @@ enum {
     OPT_PXAT = 1u << 8,
 };
 
+#define OPT_EXPIRE (OPT_EX | OPT_PX | OPT_EXAT | OPT_PXAT)
+
+/* The OPT_ flag of an expiry option (EX, PX, EXAT, PXAT), or 0. */
+static unsigned expire_unit(const resp_arg *a)
+{
+    static const struct {
+        const char *name;
+        unsigned flag;
+    } units[] = {{"EX", OPT_EX}, {"PX", OPT_PX}, {"EXAT", OPT_EXAT}, {"PXAT", OPT_PXAT}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (kv_arg_is(a, units[i].name))
+            return units[i].flag;
+    return 0;
+}
+
 /* Parses argv[first..] as SET's options (for_get false) or GETEX's. Each
  * expiry form excludes the others but may repeat (the last one counts), as
  * in Redis. Replies "syntax error" and returns false on anything else. */
 static bool parse_ext(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, size_t first, bool for_get,
                       unsigned *flags, const resp_arg **expire)
 {
-    unsigned f = 0;
+    unsigned f = 0, unit;
     *expire = NULL;
     for (size_t j = first; j < argc; j++) {
         const resp_arg *a = &argv[j];
@@ -82,27 +103,13 @@ static bool parse_ext(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, size_t f
             f |= OPT_XX;
         } else if (!for_get && kv_arg_is(a, "GET")) {
             f |= OPT_GET;
-        } else if (!for_get && kv_arg_is(a, "KEEPTTL") &&
-                   !(f & (OPT_PERSIST | OPT_EX | OPT_PX | OPT_EXAT | OPT_PXAT))) {
+        } else if (!for_get && kv_arg_is(a, "KEEPTTL") && !(f & (OPT_PERSIST | OPT_EXPIRE))) {
             f |= OPT_KEEPTTL;
-        } else if (for_get && kv_arg_is(a, "PERSIST") &&
-                   !(f & (OPT_KEEPTTL | OPT_EX | OPT_PX | OPT_EXAT | OPT_PXAT))) {
+        } else if (for_get && kv_arg_is(a, "PERSIST") && !(f & (OPT_KEEPTTL | OPT_EXPIRE))) {
             f |= OPT_PERSIST;
-        } else if (kv_arg_is(a, "EX") && next &&
-                   !(f & (OPT_KEEPTTL | OPT_PERSIST | OPT_PX | OPT_EXAT | OPT_PXAT))) {
-            f |= OPT_EX;
-            *expire = &argv[++j];
-        } else if (kv_arg_is(a, "PX") && next &&
-                   !(f & (OPT_KEEPTTL | OPT_PERSIST | OPT_EX | OPT_EXAT | OPT_PXAT))) {
-            f |= OPT_PX;
-            *expire = &argv[++j];
-        } else if (kv_arg_is(a, "EXAT") && next &&
-                   !(f & (OPT_KEEPTTL | OPT_PERSIST | OPT_EX | OPT_PX | OPT_PXAT))) {
-            f |= OPT_EXAT;
-            *expire = &argv[++j];
-        } else if (kv_arg_is(a, "PXAT") && next &&
-                   !(f & (OPT_KEEPTTL | OPT_PERSIST | OPT_EX | OPT_PX | OPT_EXAT))) {
-            f |= OPT_PXAT;
+        } else if ((unit = expire_unit(a)) && next &&
+                   !(f & (OPT_KEEPTTL | OPT_PERSIST | (OPT_EXPIRE & ~unit)))) {
+            f |= unit;
             *expire = &argv[++j];
         } else {
             kv_reply_syntax(c->out);
@@ -158,10 +165,7 @@ static void set_generic(kv_cmd_ctx *c, const resp_arg *key, const resp_arg *val,
             kv_reply_wrongtype(c->out);
             return;
         }
-        if (old)
-            resp_add_bulk(c->out, kv_str(old), old->vlen);
-        else
-            resp_add_null(c->out, c->proto);
+        reply_value(c, old);
     }
     if (((flags & OPT_NX) && old) || ((flags & OPT_XX) && !old)) {
         if (flags & OPT_GET)
@@ -178,10 +182,7 @@ static void set_generic(kv_cmd_ctx *c, const resp_arg *key, const resp_arg *val,
     }
     if (flags & OPT_GET)
         return;
-    if (int_reply)
-        resp_add_int(c->out, 1);
-    else
-        resp_add_status(c->out, "OK");
+    kv_reply_ok_or_one(c->out, int_reply);
 }
 
 /* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] */
@@ -232,10 +233,7 @@ static void cmd_getset(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     kv_entry *e = lookup_str(c, &argv[1], &wrong);
     if (wrong)
         return;
-    if (e)
-        resp_add_bulk(c->out, kv_str(e), e->vlen);
-    else
-        resp_add_null(c->out, c->proto);
+    reply_value(c, e);
     if (!kv_set_str(c, &argv[1], argv[2].ptr, argv[2].len, KV_NO_EXPIRE))
         reply_oom_from(c, mark);
 }
@@ -290,10 +288,7 @@ static void cmd_mget(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     for (size_t i = 1; i < argc; i++) {
         kv_entry *e = kv_lookup(c, &argv[i]);
         /* Another type reads as missing, not as an error. */
-        if (e && e->type == KV_STRING)
-            resp_add_bulk(c->out, kv_str(e), e->vlen);
-        else
-            resp_add_null(c->out, c->proto);
+        reply_value(c, e && e->type == KV_STRING ? e : NULL);
     }
 }
 
@@ -320,10 +315,7 @@ static void mset(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, bool nx)
             return;
         }
     }
-    if (nx)
-        resp_add_int(c->out, 1);
-    else
-        resp_add_status(c->out, "OK");
+    kv_reply_ok_or_one(c->out, nx);
 }
 
 static void cmd_mset(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)

@@ -217,14 +217,26 @@ static bool parse_lex(const resp_arg *min, const resp_arg *max, kv_zlex_spec *r)
            parse_lex_item(max, &r->max, &r->maxlen, &r->maxkind, &r->maxex);
 }
 
-static void reply_not_range(kv_cmd_ctx *c)
-{
-    resp_add_error(c->out, "ERR min or max is not a float");
-}
+enum { RANGE_AUTO, RANGE_RANK, RANGE_SCORE, RANGE_LEX };
 
-static void reply_not_lex(kv_cmd_ctx *c)
+/* Parses min and max as type says (ranks, scores or lex items) into
+ * [*start, *end], *range or *lex. Replies the error and returns false when
+ * they do not parse. */
+static bool parse_bounds(kv_cmd_ctx *c, const resp_arg *min, const resp_arg *max, int type,
+                         long long *start, long long *end, kv_zrange_spec *range, kv_zlex_spec *lex)
 {
+    if (type == RANGE_RANK)
+        return kv_arg_ll(c, min, start, NULL) && kv_arg_ll(c, max, end, NULL);
+    if (type == RANGE_SCORE) {
+        if (parse_range(min, max, range))
+            return true;
+        resp_add_error(c->out, "ERR min or max is not a float");
+        return false;
+    }
+    if (parse_lex(min, max, lex))
+        return true;
     resp_add_error(c->out, "ERR min or max not valid string range item");
+    return false;
 }
 
 /* The sorted set at key, or NULL (missing, or WRONGTYPE replied: *wrong). */
@@ -509,8 +521,8 @@ static void cmd_zrevrank(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 
 /* ---- ZCOUNT, ZLEXCOUNT ------------------------------------------------------------------- */
 
-/* Members from first on (the first in range) up to last (the last in
- * range): by ranks in the skip list, by walking the small encoding. */
+/* Members from first (the first in range) to last (the last in range), by
+ * their ranks: O(log n) in the skip list, a walk in the small encoding. */
 static size_t count_between(kv_zset_it first, kv_zset_it last)
 {
     if (!kv_zset_it_valid(&first) || !kv_zset_it_valid(&last))
@@ -519,65 +531,39 @@ static size_t count_between(kv_zset_it first, kv_zset_it last)
     return b >= a ? b - a + 1 : 0;
 }
 
-static void cmd_zcount(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+static void zcount_generic(kv_cmd_ctx *c, const resp_arg *argv, bool lex)
 {
-    (void)argc;
-    kv_zrange_spec r;
-    if (!parse_range(&argv[2], &argv[3], &r)) {
-        reply_not_range(c);
+    kv_zrange_spec range;
+    kv_zlex_spec lexr;
+    if (!parse_bounds(c, &argv[2], &argv[3], lex ? RANGE_LEX : RANGE_SCORE, NULL, NULL, &range,
+                      &lexr))
         return;
-    }
     bool wrong;
     kv_zset *z = lookup_zset(c, &argv[1], &wrong, NULL);
     if (wrong)
         return;
     size_t n = 0;
-    if (z) {
-        if (kv_zset_is_big(z)) {
-            n = count_between(kv_zset_first_in_range(z, &r), kv_zset_last_in_range(z, &r));
-        } else {
-            kv_zset_it it = kv_zset_first_in_range(z, &r);
-            for (; kv_zset_it_valid(&it) && kv_zrange_lte_max(kv_zset_it_score(&it), &r);
-                 kv_zset_it_next(&it))
-                n++;
-        }
-    }
+    if (z && lex)
+        n = count_between(kv_zset_first_in_lex(z, &lexr), kv_zset_last_in_lex(z, &lexr));
+    else if (z)
+        n = count_between(kv_zset_first_in_range(z, &range), kv_zset_last_in_range(z, &range));
     resp_add_int(c->out, (long long)n);
+}
+
+static void cmd_zcount(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
+{
+    (void)argc;
+    zcount_generic(c, argv, false);
 }
 
 static void cmd_zlexcount(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     (void)argc;
-    kv_zlex_spec r;
-    if (!parse_lex(&argv[2], &argv[3], &r)) {
-        reply_not_lex(c);
-        return;
-    }
-    bool wrong;
-    kv_zset *z = lookup_zset(c, &argv[1], &wrong, NULL);
-    if (wrong)
-        return;
-    size_t n = 0;
-    if (z) {
-        if (kv_zset_is_big(z)) {
-            n = count_between(kv_zset_first_in_lex(z, &r), kv_zset_last_in_lex(z, &r));
-        } else {
-            kv_zset_it it = kv_zset_first_in_lex(z, &r);
-            for (; kv_zset_it_valid(&it); kv_zset_it_next(&it)) {
-                size_t len;
-                const char *m = kv_zset_it_member(&it, &len);
-                if (!kv_zlex_lte_max(m, len, &r))
-                    break;
-                n++;
-            }
-        }
-    }
-    resp_add_int(c->out, (long long)n);
+    zcount_generic(c, argv, true);
 }
 
 /* ---- ZRANGE and friends ---------------------------------------------------------------- */
 
-enum { RANGE_AUTO, RANGE_RANK, RANGE_SCORE, RANGE_LEX };
 enum { DIR_AUTO, DIR_FORWARD, DIR_REVERSE };
 
 /* Where a range goes: to the client, or collected for ZRANGESTORE. */
@@ -627,22 +613,14 @@ static void out_end(zout *o, const resp_arg *dst, bool descending)
 
 static void range_by_rank(zout *o, const kv_zset *z, long long start, long long end, bool rev)
 {
-    long long len = (long long)kv_zset_len(z);
-    if (start < 0)
-        start += len;
-    if (end < 0)
-        end += len;
-    if (start < 0)
-        start = 0;
-    if (start > end || start >= len) {
+    size_t from, to;
+    if (!kv_clamp_range(start, end, kv_zset_len(z), &from, &to)) {
         out_begin(o, 0);
         return;
     }
-    if (end >= len)
-        end = len - 1;
-    long long n = end - start + 1;
+    long long n = (long long)(to - from + 1);
     out_begin(o, (long)n);
-    kv_zset_it it = kv_zset_at_rank(z, (size_t)start, rev);
+    kv_zset_it it = kv_zset_at_rank(z, from, rev);
     for (; n-- > 0 && kv_zset_it_valid(&it); rev ? kv_zset_it_prev(&it) : kv_zset_it_next(&it)) {
         size_t len_m;
         const char *m = kv_zset_it_member(&it, &len_m);
@@ -741,18 +719,8 @@ static void zrange_generic(kv_cmd_ctx *c, size_t argc, const resp_arg *argv, siz
     long long start = 0, end = 0;
     kv_zrange_spec range;
     kv_zlex_spec lex;
-    if (type == RANGE_RANK) {
-        if (!kv_arg_ll(c, &argv[minidx], &start, NULL) || !kv_arg_ll(c, &argv[maxidx], &end, NULL))
-            return;
-    } else if (type == RANGE_SCORE) {
-        if (!parse_range(&argv[minidx], &argv[maxidx], &range)) {
-            reply_not_range(c);
-            return;
-        }
-    } else if (!parse_lex(&argv[minidx], &argv[maxidx], &lex)) {
-        reply_not_lex(c);
+    if (!parse_bounds(c, &argv[minidx], &argv[maxidx], type, &start, &end, &range, &lex))
         return;
-    }
 
     zout o = {.c = c, .store = store, .withscores = withscores};
     kv_entry *e = kv_lookup(c, key);
@@ -819,18 +787,8 @@ static void zremrange_generic(kv_cmd_ctx *c, const resp_arg *argv, int type)
     long long start = 0, end = 0;
     kv_zrange_spec range;
     kv_zlex_spec lex;
-    if (type == RANGE_RANK) {
-        if (!kv_arg_ll(c, &argv[2], &start, NULL) || !kv_arg_ll(c, &argv[3], &end, NULL))
-            return;
-    } else if (type == RANGE_SCORE) {
-        if (!parse_range(&argv[2], &argv[3], &range)) {
-            reply_not_range(c);
-            return;
-        }
-    } else if (!parse_lex(&argv[2], &argv[3], &lex)) {
-        reply_not_lex(c);
+    if (!parse_bounds(c, &argv[2], &argv[3], type, &start, &end, &range, &lex))
         return;
-    }
     bool wrong;
     kv_zset *z = lookup_zset(c, &argv[1], &wrong, NULL);
     if (wrong)
@@ -841,20 +799,12 @@ static void zremrange_generic(kv_cmd_ctx *c, const resp_arg *argv, int type)
     }
     size_t deleted;
     if (type == RANGE_RANK) {
-        long long len = (long long)kv_zset_len(z);
-        if (start < 0)
-            start += len;
-        if (end < 0)
-            end += len;
-        if (start < 0)
-            start = 0;
-        if (start > end || start >= len) {
+        size_t from, to;
+        if (!kv_clamp_range(start, end, kv_zset_len(z), &from, &to)) {
             resp_add_int(c->out, 0);
             return;
         }
-        if (end >= len)
-            end = len - 1;
-        deleted = kv_zset_delete_rank(z, (size_t)start, (size_t)end);
+        deleted = kv_zset_delete_rank(z, from, to);
     } else if (type == RANGE_SCORE) {
         deleted = kv_zset_delete_score(z, &range);
     } else {
@@ -1451,60 +1401,15 @@ static void scan_entry(void *arg, kv_dict_entry *e)
     items_push(arg, kv_dict_key(e), e->klen, ((kv_zsl_node *)e->u.p)->score);
 }
 
-/* Redis's parseScanCursorOrReply(): strtoul() over the whole C string. */
-static bool parse_cursor(const resp_arg *a, unsigned long long *cursor)
-{
-    char buf[64];
-    char *s = c_string(a, 0, buf, sizeof(buf));
-    if (!s)
-        return false;
-    char *end;
-    errno = 0;
-    *cursor = strtoull(s, &end, 10);
-    bool ok = !isspace((unsigned char)s[0]) && *end == '\0' && errno != ERANGE;
-    free_buf(s, buf);
-    return ok;
-}
-
 static void cmd_zscan(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
-    unsigned long long cursor;
-    if (!parse_cursor(&argv[2], &cursor)) {
-        resp_add_error(c->out, "ERR invalid cursor");
+    uint64_t cursor;
+    long long count;
+    const resp_arg *pat;
+    kv_entry *e = kv_scan_key(c, argc, argv, KV_ZSET, &cursor, &count, &pat);
+    if (!e)
         return;
-    }
-    bool wrong;
-    kv_zset *z = lookup_zset(c, &argv[1], &wrong, NULL);
-    if (wrong)
-        return;
-    if (!z) {
-        resp_add_array(c->out, 2);
-        resp_add_bulk(c->out, "0", 1);
-        resp_add_array(c->out, 0);
-        return;
-    }
-    long long count = 10;
-    const resp_arg *pat = NULL;
-    for (size_t i = 3; i < argc;) {
-        size_t left = argc - i;
-        if (kv_arg_is(&argv[i], "COUNT") && left >= 2) {
-            if (!kv_arg_ll(c, &argv[i + 1], &count, NULL))
-                return;
-            if (count < 1) {
-                kv_reply_syntax(c->out);
-                return;
-            }
-            i += 2;
-        } else if (kv_arg_is(&argv[i], "MATCH") && left >= 2) {
-            pat = &argv[i + 1];
-            if (pat->len == 1 && pat->ptr[0] == '*')
-                pat = NULL;
-            i += 2;
-        } else {
-            kv_reply_syntax(c->out);
-            return;
-        }
-    }
+    kv_zset *z = kv_obj(e);
     bool small = !kv_zset_is_big(z);
     zitems got = {0};
     if (small) {
@@ -1530,7 +1435,8 @@ static void cmd_zscan(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     }
     char buf[64];
     resp_add_array(c->out, 2);
-    resp_add_bulk(c->out, buf, (size_t)snprintf(buf, sizeof(buf), "%llu", cursor));
+    resp_add_bulk(c->out, buf,
+                  (size_t)snprintf(buf, sizeof(buf), "%llu", (unsigned long long)cursor));
     resp_add_array(c->out, 2 * n);
     for (size_t i = 0; i < n; i++) {
         resp_add_bulk(c->out, got.v[i].m, got.v[i].n);

@@ -463,80 +463,63 @@ static kv_zsl_node *zsl_by_rank(const kv_zsl *sl, size_t rank)
     return NULL;
 }
 
-static bool zsl_in_range(const kv_zsl *sl, const kv_zrange_spec *r)
+/* A score range or a lex range, whichever is set: the walks below serve
+ * both, where Redis has a zslFirstInRange() and a zslFirstInLexRange(). */
+typedef struct zbounds {
+    const kv_zrange_spec *range;
+    const kv_zlex_spec *lex;
+} zbounds;
+
+static bool bounds_empty(const zbounds *b)
 {
-    if (range_empty(r))
+    return b->range ? range_empty(b->range) : lex_empty(b->lex);
+}
+
+static bool node_gte(const kv_zsl_node *x, const zbounds *b)
+{
+    if (b->range)
+        return kv_zrange_gte_min(x->score, b->range);
+    return kv_zlex_gte_min(kv_dict_key(x->ent), x->ent->klen, b->lex);
+}
+
+static bool node_lte(const kv_zsl_node *x, const zbounds *b)
+{
+    if (b->range)
+        return kv_zrange_lte_max(x->score, b->range);
+    return kv_zlex_lte_max(kv_dict_key(x->ent), x->ent->klen, b->lex);
+}
+
+static bool zsl_in_bounds(const kv_zsl *sl, const zbounds *b)
+{
+    if (bounds_empty(b))
         return false;
-    if (!sl->tail || !kv_zrange_gte_min(sl->tail->score, r))
-        return false;
-    kv_zsl_node *x = sl->header->level[0].forward;
-    return x && kv_zrange_lte_max(x->score, r);
-}
-
-static kv_zsl_node *zsl_first_in_range(const kv_zsl *sl, const kv_zrange_spec *r)
-{
-    if (!zsl_in_range(sl, r))
-        return NULL;
-    kv_zsl_node *x = sl->header;
-    for (int i = sl->level - 1; i >= 0; i--)
-        while (x->level[i].forward && !kv_zrange_gte_min(x->level[i].forward->score, r))
-            x = x->level[i].forward;
-    x = x->level[0].forward;
-    return x && kv_zrange_lte_max(x->score, r) ? x : NULL;
-}
-
-static kv_zsl_node *zsl_last_in_range(const kv_zsl *sl, const kv_zrange_spec *r)
-{
-    if (!zsl_in_range(sl, r))
-        return NULL;
-    kv_zsl_node *x = sl->header;
-    for (int i = sl->level - 1; i >= 0; i--)
-        while (x->level[i].forward && kv_zrange_lte_max(x->level[i].forward->score, r))
-            x = x->level[i].forward;
-    return x != sl->header && kv_zrange_gte_min(x->score, r) ? x : NULL;
-}
-
-static bool node_gte_lex(const kv_zsl_node *x, const kv_zlex_spec *r)
-{
-    return kv_zlex_gte_min(kv_dict_key(x->ent), x->ent->klen, r);
-}
-
-static bool node_lte_lex(const kv_zsl_node *x, const kv_zlex_spec *r)
-{
-    return kv_zlex_lte_max(kv_dict_key(x->ent), x->ent->klen, r);
-}
-
-static bool zsl_in_lex(const kv_zsl *sl, const kv_zlex_spec *r)
-{
-    if (lex_empty(r))
-        return false;
-    if (!sl->tail || !node_gte_lex(sl->tail, r))
+    if (!sl->tail || !node_gte(sl->tail, b))
         return false;
     kv_zsl_node *x = sl->header->level[0].forward;
-    return x && node_lte_lex(x, r);
+    return x && node_lte(x, b);
 }
 
-static kv_zsl_node *zsl_first_in_lex(const kv_zsl *sl, const kv_zlex_spec *r)
+static kv_zsl_node *zsl_first_in(const kv_zsl *sl, const zbounds *b)
 {
-    if (!zsl_in_lex(sl, r))
+    if (!zsl_in_bounds(sl, b))
         return NULL;
     kv_zsl_node *x = sl->header;
     for (int i = sl->level - 1; i >= 0; i--)
-        while (x->level[i].forward && !node_gte_lex(x->level[i].forward, r))
+        while (x->level[i].forward && !node_gte(x->level[i].forward, b))
             x = x->level[i].forward;
     x = x->level[0].forward;
-    return x && node_lte_lex(x, r) ? x : NULL;
+    return x && node_lte(x, b) ? x : NULL;
 }
 
-static kv_zsl_node *zsl_last_in_lex(const kv_zsl *sl, const kv_zlex_spec *r)
+static kv_zsl_node *zsl_last_in(const kv_zsl *sl, const zbounds *b)
 {
-    if (!zsl_in_lex(sl, r))
+    if (!zsl_in_bounds(sl, b))
         return NULL;
     kv_zsl_node *x = sl->header;
     for (int i = sl->level - 1; i >= 0; i--)
-        while (x->level[i].forward && node_lte_lex(x->level[i].forward, r))
+        while (x->level[i].forward && node_lte(x->level[i].forward, b))
             x = x->level[i].forward;
-    return x != sl->header && node_gte_lex(x, r) ? x : NULL;
+    return x != sl->header && node_gte(x, b) ? x : NULL;
 }
 
 /* Adds (score, m) to the list and its dict. */
@@ -679,11 +662,35 @@ bool kv_zset_score(const kv_zset *z, const char *m, size_t n, double *score)
     return true;
 }
 
+/* ZADD's rules for a member already there with score cur (NX, INCR, LT,
+ * GT): returns true when its score is to become *score; false when it
+ * stays, with kv_zset_add()'s return value in *ret and why in *out. */
+static bool rescore(int flags, double cur, double *score, int *out, int *ret)
+{
+    *ret = 1;
+    if (flags & KV_ZADD_NX) {
+        *out |= KV_ZADD_OUT_NOP;
+        return false;
+    }
+    if (flags & KV_ZADD_INCR) {
+        *score += cur;
+        if (isnan(*score)) {
+            *out |= KV_ZADD_OUT_NAN;
+            *ret = 0;
+            return false;
+        }
+    }
+    if (((flags & KV_ZADD_LT) && *score >= cur) || ((flags & KV_ZADD_GT) && *score <= cur)) {
+        *out |= KV_ZADD_OUT_NOP;
+        return false;
+    }
+    return true;
+}
+
 int kv_zset_add(kv_zset *z, double score, const char *m, size_t n, int flags, int *out,
                 double *newscore)
 {
-    bool incr = flags & KV_ZADD_INCR, nx = flags & KV_ZADD_NX, xx = flags & KV_ZADD_XX;
-    bool gt = flags & KV_ZADD_GT, lt = flags & KV_ZADD_LT;
+    bool xx = flags & KV_ZADD_XX;
     *out = 0;
     if (isnan(score)) {
         *out = KV_ZADD_OUT_NAN;
@@ -692,22 +699,10 @@ int kv_zset_add(kv_zset *z, double score, const char *m, size_t n, int flags, in
     if (z->pack) {
         size_t pos = pack_find(z->pack, m, n);
         if (pos != KV_PACK_END) {
-            if (nx) {
-                *out |= KV_ZADD_OUT_NOP;
-                return 1;
-            }
             double cur = pack_score(z->pack, pos);
-            if (incr) {
-                score += cur;
-                if (isnan(score)) {
-                    *out |= KV_ZADD_OUT_NAN;
-                    return 0;
-                }
-            }
-            if ((lt && score >= cur) || (gt && score <= cur)) {
-                *out |= KV_ZADD_OUT_NOP;
-                return 1;
-            }
+            int ret;
+            if (!rescore(flags, cur, &score, out, &ret))
+                return ret;
             if (score != cur) {
                 if (pack_update(&z->pack, pos, score, m, n) < 0)
                     return -1;
@@ -756,23 +751,11 @@ int kv_zset_add(kv_zset *z, double score, const char *m, size_t n, int flags, in
         return 1;
     }
     if (e) {
-        if (nx) {
-            *out |= KV_ZADD_OUT_NOP;
-            return 1;
-        }
         kv_zsl_node *x = e->u.p;
         double cur = x->score;
-        if (incr) {
-            score += cur;
-            if (isnan(score)) {
-                *out |= KV_ZADD_OUT_NAN;
-                return 0;
-            }
-        }
-        if ((lt && score >= cur) || (gt && score <= cur)) {
-            *out |= KV_ZADD_OUT_NOP;
-            return 1;
-        }
+        int ret;
+        if (!rescore(flags, cur, &score, out, &ret))
+            return ret;
         if (newscore)
             *newscore = score;
         if (score != cur) {
@@ -862,82 +845,67 @@ size_t kv_zset_delete_rank(kv_zset *z, size_t start, size_t end)
     return removed;
 }
 
-/* Deletes the pairs from pos on while keep() says they are inside. */
-static size_t pack_delete_while(kv_pack **pp, size_t pos,
-                                bool (*inside)(const kv_pack *, size_t, const void *),
-                                const void *r)
+static bool pack_gte(const kv_pack *p, size_t pos, const zbounds *b)
 {
-    const kv_pack *p = *pp;
-    size_t count = 0;
-    for (size_t q = pos; q != KV_PACK_END && inside(p, q, r); count++)
-        q = kv_pack_next(p, kv_pack_next(p, q));
-    if (count)
-        kv_pack_delete(pp, pos, 2 * count);
-    return count;
-}
-
-static bool pack_lte_max(const kv_pack *p, size_t pos, const void *r)
-{
-    return kv_zrange_lte_max(pack_score(p, pos), r);
-}
-
-static bool pack_lte_lex(const kv_pack *p, size_t pos, const void *r)
-{
+    if (b->range)
+        return kv_zrange_gte_min(pack_score(p, pos), b->range);
     size_t n;
     const char *m = kv_pack_get(p, pos, &n);
-    return kv_zlex_lte_max(m, n, r);
+    return kv_zlex_gte_min(m, n, b->lex);
+}
+
+static bool pack_lte(const kv_pack *p, size_t pos, const zbounds *b)
+{
+    if (b->range)
+        return kv_zrange_lte_max(pack_score(p, pos), b->range);
+    size_t n;
+    const char *m = kv_pack_get(p, pos, &n);
+    return kv_zlex_lte_max(m, n, b->lex);
+}
+
+static kv_zset_it first_in(const kv_zset *z, const zbounds *b);
+
+/* Deletes the pairs in b from the first on. */
+static size_t delete_in(kv_zset *z, const zbounds *b)
+{
+    if (z->pack) {
+        kv_zset_it it = first_in(z, b);
+        if (!kv_zset_it_valid(&it))
+            return 0;
+        const kv_pack *p = z->pack;
+        size_t count = 0;
+        for (size_t q = it.pos; q != KV_PACK_END && pack_lte(p, q, b); count++)
+            q = kv_pack_next(p, kv_pack_next(p, q));
+        if (count)
+            kv_pack_delete(&z->pack, it.pos, 2 * count);
+        return count;
+    }
+    kv_zsl *sl = z->sl;
+    kv_zsl_node *update[KV_ZSL_MAXLEVEL], *x = sl->header;
+    for (int i = sl->level - 1; i >= 0; i--) {
+        while (x->level[i].forward && !node_gte(x->level[i].forward, b))
+            x = x->level[i].forward;
+        update[i] = x;
+    }
+    x = x->level[0].forward;
+    size_t removed = 0;
+    while (x && node_lte(x, b)) {
+        kv_zsl_node *next = x->level[0].forward;
+        zsl_delete_node(sl, x, update);
+        removed++;
+        x = next;
+    }
+    return removed;
 }
 
 size_t kv_zset_delete_score(kv_zset *z, const kv_zrange_spec *r)
 {
-    if (z->pack) {
-        kv_zset_it it = kv_zset_first_in_range(z, r);
-        if (!kv_zset_it_valid(&it))
-            return 0;
-        return pack_delete_while(&z->pack, it.pos, pack_lte_max, r);
-    }
-    kv_zsl *sl = z->sl;
-    kv_zsl_node *update[KV_ZSL_MAXLEVEL], *x = sl->header;
-    for (int i = sl->level - 1; i >= 0; i--) {
-        while (x->level[i].forward && !kv_zrange_gte_min(x->level[i].forward->score, r))
-            x = x->level[i].forward;
-        update[i] = x;
-    }
-    x = x->level[0].forward;
-    size_t removed = 0;
-    while (x && kv_zrange_lte_max(x->score, r)) {
-        kv_zsl_node *next = x->level[0].forward;
-        zsl_delete_node(sl, x, update);
-        removed++;
-        x = next;
-    }
-    return removed;
+    return delete_in(z, &(zbounds){.range = r});
 }
 
 size_t kv_zset_delete_lex(kv_zset *z, const kv_zlex_spec *r)
 {
-    if (z->pack) {
-        kv_zset_it it = kv_zset_first_in_lex(z, r);
-        if (!kv_zset_it_valid(&it))
-            return 0;
-        return pack_delete_while(&z->pack, it.pos, pack_lte_lex, r);
-    }
-    kv_zsl *sl = z->sl;
-    kv_zsl_node *update[KV_ZSL_MAXLEVEL], *x = sl->header;
-    for (int i = sl->level - 1; i >= 0; i--) {
-        while (x->level[i].forward && !node_gte_lex(x->level[i].forward, r))
-            x = x->level[i].forward;
-        update[i] = x;
-    }
-    x = x->level[0].forward;
-    size_t removed = 0;
-    while (x && node_lte_lex(x, r)) {
-        kv_zsl_node *next = x->level[0].forward;
-        zsl_delete_node(sl, x, update);
-        removed++;
-        x = next;
-    }
-    return removed;
+    return delete_in(z, &(zbounds){.lex = r});
 }
 
 void kv_zset_delete_ends(kv_zset *z, bool max, size_t count)
@@ -1031,91 +999,63 @@ kv_zset_it kv_zset_at_rank(const kv_zset *z, size_t rank, bool reverse)
     return it_pack(z, kv_pack_index(z->pack, i));
 }
 
-static bool pack_in_range(const kv_pack *p, const kv_zrange_spec *r)
+static bool pack_in_bounds(const kv_pack *p, const zbounds *b)
 {
-    if (range_empty(r) || !p->count)
+    if (bounds_empty(b) || !p->count)
         return false;
-    if (!kv_zrange_gte_min(pack_score(p, kv_pack_index(p, -2)), r))
+    if (!pack_gte(p, kv_pack_index(p, -2), b))
         return false;
-    return kv_zrange_lte_max(pack_score(p, kv_pack_first(p)), r);
+    return pack_lte(p, kv_pack_first(p), b);
+}
+
+static kv_zset_it first_in(const kv_zset *z, const zbounds *b)
+{
+    if (z->sl)
+        return it_node(z, zsl_first_in(z->sl, b));
+    const kv_pack *p = z->pack;
+    if (!pack_in_bounds(p, b))
+        return it_pack(z, KV_PACK_END);
+    for (size_t pos = kv_pack_first(p); pos != KV_PACK_END;) {
+        if (pack_gte(p, pos, b))
+            return it_pack(z, pack_lte(p, pos, b) ? pos : KV_PACK_END);
+        pos = kv_pack_next(p, kv_pack_next(p, pos));
+    }
+    return it_pack(z, KV_PACK_END);
+}
+
+static kv_zset_it last_in(const kv_zset *z, const zbounds *b)
+{
+    if (z->sl)
+        return it_node(z, zsl_last_in(z->sl, b));
+    const kv_pack *p = z->pack;
+    if (!pack_in_bounds(p, b))
+        return it_pack(z, KV_PACK_END);
+    kv_zset_it it = it_pack(z, kv_pack_index(p, -2));
+    for (; kv_zset_it_valid(&it); kv_zset_it_prev(&it)) {
+        if (pack_lte(p, it.pos, b))
+            return it_pack(z, pack_gte(p, it.pos, b) ? it.pos : KV_PACK_END);
+    }
+    return it;
 }
 
 kv_zset_it kv_zset_first_in_range(const kv_zset *z, const kv_zrange_spec *r)
 {
-    if (z->sl)
-        return it_node(z, zsl_first_in_range(z->sl, r));
-    const kv_pack *p = z->pack;
-    if (!pack_in_range(p, r))
-        return it_pack(z, KV_PACK_END);
-    for (size_t pos = kv_pack_first(p); pos != KV_PACK_END;) {
-        double s = pack_score(p, pos);
-        if (kv_zrange_gte_min(s, r))
-            return it_pack(z, kv_zrange_lte_max(s, r) ? pos : KV_PACK_END);
-        pos = kv_pack_next(p, kv_pack_next(p, pos));
-    }
-    return it_pack(z, KV_PACK_END);
+    return first_in(z, &(zbounds){.range = r});
 }
 
 kv_zset_it kv_zset_last_in_range(const kv_zset *z, const kv_zrange_spec *r)
 {
-    if (z->sl)
-        return it_node(z, zsl_last_in_range(z->sl, r));
-    const kv_pack *p = z->pack;
-    if (!pack_in_range(p, r))
-        return it_pack(z, KV_PACK_END);
-    kv_zset_it it = it_pack(z, kv_pack_index(p, -2));
-    for (; kv_zset_it_valid(&it); kv_zset_it_prev(&it)) {
-        double s = pack_score(p, it.pos);
-        if (kv_zrange_lte_max(s, r))
-            return it_pack(z, kv_zrange_gte_min(s, r) ? it.pos : KV_PACK_END);
-    }
-    return it;
-}
-
-static bool pack_in_lex(const kv_pack *p, const kv_zlex_spec *r)
-{
-    if (lex_empty(r) || !p->count)
-        return false;
-    size_t n;
-    const char *m = kv_pack_get(p, kv_pack_index(p, -2), &n);
-    if (!kv_zlex_gte_min(m, n, r))
-        return false;
-    m = kv_pack_get(p, kv_pack_first(p), &n);
-    return kv_zlex_lte_max(m, n, r);
+    return last_in(z, &(zbounds){.range = r});
 }
 
 kv_zset_it kv_zset_first_in_lex(const kv_zset *z, const kv_zlex_spec *r)
 {
-    if (z->sl)
-        return it_node(z, zsl_first_in_lex(z->sl, r));
-    const kv_pack *p = z->pack;
-    if (!pack_in_lex(p, r))
-        return it_pack(z, KV_PACK_END);
-    for (size_t pos = kv_pack_first(p); pos != KV_PACK_END;) {
-        size_t n;
-        const char *m = kv_pack_get(p, pos, &n);
-        if (kv_zlex_gte_min(m, n, r))
-            return it_pack(z, kv_zlex_lte_max(m, n, r) ? pos : KV_PACK_END);
-        pos = kv_pack_next(p, kv_pack_next(p, pos));
-    }
-    return it_pack(z, KV_PACK_END);
+    return first_in(z, &(zbounds){.lex = r});
 }
 
 kv_zset_it kv_zset_last_in_lex(const kv_zset *z, const kv_zlex_spec *r)
 {
-    if (z->sl)
-        return it_node(z, zsl_last_in_lex(z->sl, r));
-    const kv_pack *p = z->pack;
-    if (!pack_in_lex(p, r))
-        return it_pack(z, KV_PACK_END);
-    kv_zset_it it = it_pack(z, kv_pack_index(p, -2));
-    for (; kv_zset_it_valid(&it); kv_zset_it_prev(&it)) {
-        size_t n;
-        const char *m = kv_pack_get(p, it.pos, &n);
-        if (kv_zlex_lte_max(m, n, r))
-            return it_pack(z, kv_zlex_gte_min(m, n, r) ? it.pos : KV_PACK_END);
-    }
-    return it;
+    return last_in(z, &(zbounds){.lex = r});
 }
 
 size_t kv_zset_it_rank(const kv_zset_it *it)
