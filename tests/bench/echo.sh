@@ -42,34 +42,9 @@ for b in "$loadgen" "$peer_bin"; do
 done
 clk_tck=$(getconf CLK_TCK)
 have_ss=$(command -v ss)
-work=$(mktemp -d)
-srv_pid=
-ld_pid=
-
-# Every process we start is ours to stop, whatever way the script ends.
-cleanup() {
-    # ld_pid is timeout(1): kill its child, the load generator, and let
-    # timeout reap it and exit (killing both would leave a zombie to init).
-    if [[ -n $ld_pid ]]; then
-        local kids
-        kids=$(pgrep -P "$ld_pid")
-        kill -9 ${kids:-$ld_pid} 2>/dev/null
-    fi
-    [[ -n $srv_pid ]] && kill -9 "$srv_pid" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fail() {
-    echo "echo: FAIL: $*" >&2
-    for f in "$work"/server.out "$work"/load.out; do
-        [[ -s $f ]] && { echo "--- $(basename "$f") (last lines)" >&2; tail -n 20 "$f" >&2; }
-    done
-    exit 1
-}
+bench_group='echo'
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/common/lib.sh"
 
 # start_server peer|keel BACKEND PORT: sets srv_pid; output in $work/server.out.
 start_server() {
@@ -93,29 +68,6 @@ start_server() {
         sleep 0.1
     done
     fail "$kind server ($backend) not listening on port $port after 10 s"
-}
-
-stop_server() {
-    kill -TERM "$srv_pid" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$srv_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$srv_pid" 2>/dev/null; then
-        echo "echo: warning: server $srv_pid still running 10 s after SIGTERM; killing it" >&2
-        kill -9 "$srv_pid" 2>/dev/null
-    fi
-    wait "$srv_pid" 2>/dev/null
-    srv_pid=
-}
-
-# field KEY LINE: the value of KEY=value in LINE.
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 }
-             END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # measure peer|keel BACKEND CONNS: sets m_ops (ops/s), m_cpu (server cpu_us/op), m_p99 (us),

@@ -56,33 +56,9 @@ for p in redis-server redis-cli redis-benchmark; do
 done
 [[ -x $loadgen ]] || { echo "kv: $loadgen not built (it picks free ports)" >&2; exit 1; }
 clk_tck=$(getconf CLK_TCK)
-work=$(mktemp -d)
-srv_pid=
-ld_pid=
-
-# Every process we start is ours to stop, whatever way the script ends.
-cleanup() {
-    # ld_pid is timeout(1): kill its child and let timeout reap it and exit.
-    if [[ -n $ld_pid ]]; then
-        local kids
-        kids=$(pgrep -P "$ld_pid")
-        kill -9 ${kids:-$ld_pid} 2>/dev/null
-    fi
-    [[ -n $srv_pid ]] && kill -9 "$srv_pid" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fail() {
-    echo "kv: FAIL: $*" >&2
-    for f in "$work"/server.out "$work"/load.out; do
-        [[ -s $f ]] && { echo "--- $(basename "$f") (last lines)" >&2; tail -n 20 "$f" >&2; }
-    done
-    exit 1
-}
+bench_group=kv
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/common/lib.sh"
 
 # ---- servers ----------------------------------------------------------------------
 
@@ -109,20 +85,6 @@ start_server() {
         sleep 0.05
     done
     fail "$kind server ($mode) not answering PING on port $port after 10 s"
-}
-
-stop_server() {
-    kill -TERM "$srv_pid" 2>/dev/null
-    for _ in $(seq 100); do
-        kill -0 "$srv_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$srv_pid" 2>/dev/null; then
-        echo "kv: warning: server $srv_pid still running 10 s after SIGTERM; killing it" >&2
-        kill -9 "$srv_pid" 2>/dev/null
-    fi
-    wait "$srv_pid" 2>/dev/null
-    srv_pid=
 }
 
 # utime+stime of the server, all its threads, in clock ticks (the fields after "(comm) ").
@@ -198,14 +160,6 @@ probe_cmds() {
 }
 
 # ---- ops/s and CPU time per operation -------------------------------------------
-
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-
-median() {
-    printf '%s\n' "$@" | sort -g |
-        awk '{ v[NR] = $1 }
-             END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 declare -A rate_hint=()
 # After a failed run: says so in m_err if the server is no longer running.

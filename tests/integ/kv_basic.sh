@@ -3,23 +3,10 @@
 # them, a 10,000-command pipeline spanning both shards answered in order, a
 # protocol error closing only its own connection, expiry, and a clean exit
 # on SIGTERM (no sanitizer report in the sanitizer build).
-set -uo pipefail
-bin=$1
-work=$(mktemp -d)
-pid=
-trap '[[ -n $pid ]] && kill -9 $pid 2>/dev/null; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; echo "--- keel-kv output"; tail -n 30 "$work/kv.out"; exit 1; }
-command -v redis-cli >/dev/null || fail "redis-cli not installed (make deps installs redis-tools)"
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/kv_lib.sh"
 
-"$bin" --port 0 --shards 2 >"$work/kv.out" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-  grep -q '^keel-kv: listening' "$work/kv.out" && break
-  sleep 0.1
-done
-port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$work/kv.out")
-[[ -n $port ]] || fail "keel-kv did not start"
-R() { redis-cli -p "$port" "$@"; }
+start_kv
 
 expect() { # expected-output command...
   local want=$1 got
@@ -64,7 +51,7 @@ dbsize=$(R dbsize)
 [[ $dbsize -eq 5002 ]] || fail "dbsize $dbsize, want 5002"
 
 # A protocol error closes only that connection, after Redis's error line.
-exec {bad}<>"/dev/tcp/127.0.0.1/$port"
+exec {bad}<>"/dev/tcp/127.0.0.1/$kv_port"
 printf '*1\r\n$x\r\n' >&"$bad"
 read -r -t 5 line <&"$bad" || fail "no reply to a malformed command"
 [[ ${line%$'\r'} == "-ERR Protocol error: invalid bulk length" ]] || fail "protocol error reply: '$line'"
@@ -72,12 +59,5 @@ read -r -t 5 line <&"$bad" && fail "the connection stayed open after a protocol 
 exec {bad}>&-
 expect PONG ping
 
-kill -TERM "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && fail "still running 10 s after SIGTERM"
-wait "$pid"
-rc=$?
-pid=
-[[ $rc -eq 0 ]] || fail "exit status $rc after SIGTERM"
-grep -qE 'LeakSanitizer|AddressSanitizer|runtime error:' "$work/kv.out" && fail "sanitizer report"
+stop_kv
 echo "PASS: keel-kv answers redis-cli as Redis does, keeps pipeline order across shards, exits cleanly"

@@ -5,23 +5,11 @@
 # margins for a noisy machine); a client that disconnects while blocked
 # gives its turn to the next; BLMOVE to a key on another shard; nothing is
 # left blocked; clean exit (no sanitizer report in the sanitizer build).
-set -uo pipefail
-bin=$1
-work=$(mktemp -d)
-pid=
-trap '[[ -n $pid ]] && kill -9 $pid 2>/dev/null; kill -9 $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; echo "--- keel-kv output"; tail -n 30 "$work/kv.out"; exit 1; }
-command -v redis-cli >/dev/null || fail "redis-cli not installed (make deps installs redis-tools)"
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/kv_lib.sh"
 
-"$bin" --port 0 --shards 2 >"$work/kv.out" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-  grep -q '^keel-kv: listening' "$work/kv.out" && break
-  sleep 0.1
-done
-port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$work/kv.out")
-[[ -n $port ]] || fail "keel-kv did not start"
-R() { redis-cli -p "$port" "$@"; }
+start_kv
+
 blocked() { R info clients | sed -nE 's/^blocked_clients:([0-9]+).*/\1/p' | tr -d '\r'; }
 wait_blocked() { # n
   for _ in $(seq 100); do [[ $(blocked) == "$1" ]] && return 0; sleep 0.05; done
@@ -74,7 +62,7 @@ out=$(R blmove never dst left left 0.05)
 [[ -z $out ]] || fail "BLMOVE timeout replied '$out'"
 
 # A client that disconnects while blocked gives its turn to the next.
-redis-cli -p "$port" blpop gone 10 >/dev/null & # not R: $! must be redis-cli itself
+redis-cli -p "$kv_port" blpop gone 10 >/dev/null & # not R: $! must be redis-cli itself
 first=$!
 wait_blocked 1
 R blpop gone 10 >"$work/second.out" &
@@ -109,12 +97,5 @@ out=$(printf 'MULTI\nBLPOP none 0\nEXEC\n' | R)
 # SIGTERM with a client blocked.
 R blpop forever 0 >/dev/null 2>&1 &
 wait_blocked 1
-kill -TERM "$pid"
-for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$pid" 2>/dev/null && fail "still running 10 s after SIGTERM with a blocked client"
-wait "$pid"
-rc=$?
-pid=
-[[ $rc -eq 0 ]] || fail "exit status $rc after SIGTERM"
-grep -qE 'LeakSanitizer|AddressSanitizer|runtime error:' "$work/kv.out" && fail "sanitizer report"
+stop_kv
 echo "PASS: keel-kv blocking commands: FIFO, cross-shard wake-ups, MULTI, timeouts, disconnects"

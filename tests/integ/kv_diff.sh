@@ -25,108 +25,15 @@
 #
 # Exit status: 0 when every reply matches, 1 otherwise. Under the sanitizer
 # build any sanitizer report in keel-kv's output fails the test as well.
-set -uo pipefail
-
 if [[ $# -lt 2 ]]; then
     echo "usage: $0 KEEL_KV_BIN CASEFILE..." >&2
     exit 2
 fi
-kv_bin=$1
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/kv_lib.sh"
 shift
 protocols=${KV_DIFF_PROTOCOLS:-"2 3"}
 
-for p in redis-server redis-cli; do
-    if ! command -v $p >/dev/null; then
-        echo "kv_diff: FAIL: $p is not installed: run 'make deps' (tools/deps.sh installs it)" >&2
-        exit 1
-    fi
-done
-[[ -x $kv_bin ]] || { echo "kv_diff: FAIL: no keel-kv binary at '$kv_bin'" >&2; exit 1; }
-
-work=$(mktemp -d)
-kv_pid=
-rs_pid=
-kv_log=$work/kv.out
-trap '[[ -n $kv_pid ]] && kill -9 $kv_pid 2>/dev/null; [[ -n $rs_pid ]] && kill -9 $rs_pid 2>/dev/null
-      wait 2>/dev/null; rm -rf "$work"' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-fail() {
-    echo "kv_diff: FAIL: $*" >&2
-    local f=$work/kv.out
-    [[ $* == *redis-server* ]] && f=$work/rs.out
-    [[ -s $f ]] && { echo "--- $(basename "$f") (last lines)" >&2; tail -n 20 "$f" >&2; }
-    exit 1
-}
-
-# ---- servers ---------------------------------------------------------------------
-
-# redis-server on a free port: a random one below the kernel's range of
-# ephemeral ports (so no outgoing connection holds it), retried if taken.
-start_redis() {
-    local lo hi port
-    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
-    ((lo > 11000)) || lo=32768
-    for _ in $(seq 20); do
-        port=$((10000 + RANDOM % (lo - 10000)))
-        if command -v ss >/dev/null && [[ -n $(ss -Htan "sport = :$port" 2>/dev/null) ]]; then
-            continue
-        fi
-        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-            --daemonize no --dir "$work" >"$work/rs.out" 2>&1 &
-        rs_pid=$!
-        for _ in $(seq 100); do
-            if ! kill -0 "$rs_pid" 2>/dev/null; then
-                wait "$rs_pid" 2>/dev/null
-                rs_pid=
-                grep -q 'Address already in use' "$work/rs.out" && continue 2
-                fail "redis-server exited at startup"
-            fi
-            if [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; then
-                rs_port=$port
-                return 0
-            fi
-            sleep 0.05
-        done
-        fail "redis-server not answering on port $port after 5 s"
-    done
-    fail "no free port for redis-server after 20 tries"
-}
-
-start_kv() {
-    "$kv_bin" --port 0 --bind 127.0.0.1 --shards 2 >>"$kv_log" 2>&1 &
-    kv_pid=$!
-    local n_before=$1
-    for _ in $(seq 200); do
-        kill -0 "$kv_pid" 2>/dev/null || fail "keel-kv exited at startup"
-        kv_port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$kv_log" |
-            sed -n "$((n_before + 1))p")
-        [[ -n $kv_port ]] && return 0
-        sleep 0.05
-    done
-    fail "keel-kv did not print its listening line within 10 s"
-}
-
-# Stops keel-kv with SIGTERM and checks it exits cleanly, without a sanitizer report.
-stop_kv() {
-    kill -0 "$kv_pid" 2>/dev/null || fail "keel-kv is no longer running (crashed?)"
-    kill -TERM "$kv_pid"
-    for _ in $(seq 300); do
-        kill -0 "$kv_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$kv_pid" 2>/dev/null && fail "keel-kv still running 30 s after SIGTERM"
-    wait "$kv_pid"
-    local rc=$?
-    kv_pid=
-    [[ $rc -eq 0 ]] || fail "keel-kv exit status $rc after SIGTERM"
-    grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$kv_log" &&
-        fail "sanitizer report in keel-kv's output"
-    return 0
-}
-
-kv_starts=0
 restart_note=
 # A fresh keyspace on both: FLUSHALL, or, while keel-kv has no FLUSHALL, a fresh keel-kv.
 reset_servers() {
@@ -139,15 +46,13 @@ reset_servers() {
             restart_note=1
             echo "kv_diff: note: keel-kv answers FLUSHALL with '$r': restarting it instead"
         fi
-        stop_kv
-        start_kv $kv_starts
-        kv_starts=$((kv_starts + 1))
+        stop_kv 30
+        start_kv
     fi
 }
 
 start_redis
-start_kv 0
-kv_starts=1
+start_kv
 rs_version=$(redis-server --version | sed -nE 's/.*v=([0-9.]+).*/\1/p')
 
 # ---- case files --------------------------------------------------------------------
@@ -281,10 +186,8 @@ for f in "$@"; do
     echo "kv_diff: $name: $n_cmds commands: ${results[*]}"
 done
 
-stop_kv
-kill -TERM "$rs_pid" 2>/dev/null
-wait "$rs_pid" 2>/dev/null
-rs_pid=
+stop_kv 30
+stop_redis
 if ((failed)); then
     echo "kv_diff: FAIL: keel-kv's replies differ from redis-server $rs_version's (diffs above)"
     exit 1

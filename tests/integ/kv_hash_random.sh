@@ -12,28 +12,10 @@
 #     [field, value] pairs in RESP3.
 # And HSCAN over a hashtable (table order, server-specific cursors).
 # usage: kv_hash_random.sh KEEL_KV_BIN
-set -uo pipefail
-bin=$1
-work=$(mktemp -d)
-pid=
-trap '[[ -n $pid ]] && kill -9 $pid 2>/dev/null; rm -rf "$work"' EXIT
-fail() {
-    echo "FAIL: $*"
-    echo "--- keel-kv output"
-    tail -n 30 "$work/kv.out"
-    exit 1
-}
-command -v redis-cli >/dev/null || fail "redis-cli not installed (make deps installs redis-tools)"
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/kv_lib.sh"
 
-"$bin" --port 0 --bind 127.0.0.1 --shards 2 >"$work/kv.out" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-    grep -q '^keel-kv: listening' "$work/kv.out" && break
-    sleep 0.1
-done
-port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$work/kv.out")
-[[ -n $port ]] || fail "keel-kv did not start"
-R() { redis-cli -p "$port" "$@"; }
+start_kv
 
 # small: f0..f9 with values v0..v9; large: g0..g999 with values w0..w999
 R hset small $(for i in $(seq 0 9); do echo "f$i v$i"; done) >/dev/null
@@ -108,11 +90,11 @@ for key in small large; do
     done
 
     # WITHVALUES, RESP3: an array of [field, value] pairs.
-    redis-cli -3 -p "$port" --no-raw hrandfield $key -4 withvalues >"$work/got"
+    redis-cli -3 -p "$kv_port" --no-raw hrandfield $key -4 withvalues >"$work/got"
     [[ $(grep -cE '^[0-9]+\) 1\) "[fg][0-9]+"$' "$work/got") -eq 4 &&
         $(grep -cE '^ +2\) "[vw][0-9]+"$' "$work/got") -eq 4 ]] ||
         fail "HRANDFIELD $key -4 WITHVALUES in RESP3 is not 4 pairs: $(cat "$work/got")"
-    redis-cli -3 -p "$port" --no-raw hrandfield $key 2 >"$work/got"
+    redis-cli -3 -p "$kv_port" --no-raw hrandfield $key 2 >"$work/got"
     [[ $(grep -cE '^[0-9]+\) "[fg][0-9]+"$' "$work/got") -eq 2 ]] ||
         fail "HRANDFIELD $key 2 in RESP3 is not 2 fields: $(cat "$work/got")"
 done
@@ -154,11 +136,5 @@ got=$(R hrandfield small -9223372036854775807)
     fail "HRANDFIELD small -9223372036854775807: '$got'"
 [[ $(R hlen small) == 10 ]] || fail "HLEN after the refused HRANDFIELD"
 
-kill -TERM $pid
-wait $pid
-rc=$?
-pid=
-[[ $rc -eq 0 ]] || fail "keel-kv exit status $rc after SIGTERM"
-grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$work/kv.out" &&
-    fail "sanitizer report in keel-kv's output"
+stop_kv
 echo "PASS: HRANDFIELD's random replies and HSCAN over a hashtable have Redis's properties"

@@ -5,39 +5,13 @@
 # that never reads its replies closed at the output limit while others go
 # on, a config file, and SIGTERM with clients connected (no sanitizer
 # report in the sanitizer build).
-set -uo pipefail
-bin=$1
-work=$(mktemp -d)
-pid=
+kv_save_log=/tmp/kv_server_last.out # for a post-mortem of the last run
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/kv_lib.sh"
 bg=()
-trap '[[ -n $pid ]] && kill -9 $pid 2>/dev/null; cp "$work/kv.out" /tmp/kv_server_last.out 2>/dev/null; for p in "${bg[@]}"; do kill -9 $p 2>/dev/null; done; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; echo "--- keel-kv output"; tail -n 30 "$work/kv.out"; exit 1; }
-command -v redis-cli >/dev/null || fail "redis-cli not installed (make deps installs redis-tools)"
-
-start() { # options...
-  "$bin" --port 0 --shards 2 "$@" >"$work/kv.out" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do
-    grep -q '^keel-kv: listening' "$work/kv.out" && break
-    sleep 0.1
-  done
-  port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$work/kv.out")
-  [[ -n $port ]] || fail "keel-kv did not start"
-}
-stop() {
-  kill -TERM "$pid"
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && fail "still running 10 s after SIGTERM"
-  wait "$pid"
-  local rc=$?
-  pid=
-  [[ $rc -eq 0 ]] || fail "exit status $rc after SIGTERM"
-  grep -qE 'LeakSanitizer|AddressSanitizer|runtime error:' "$work/kv.out" && fail "sanitizer report"
-}
-R() { redis-cli -p "$port" "$@"; }
 
 # Two keys on different shards (INFO keel counts keys per shard).
-start
+start_kv
 shard0_keys() { R info keel | sed -nE 's/^shard0:.*keys=([0-9]+),.*/\1/p'; }
 shard_of() { # 0 or 1
   local before after
@@ -92,7 +66,7 @@ done
 [[ -n $gone ]] || fail "active expiry left $n keys of 2000 expired ones"
 
 # WATCH on one connection, a write from another, EXEC fails.
-exec {c}<>"/dev/tcp/127.0.0.1/$port"
+exec {c}<>"/dev/tcp/127.0.0.1/$kv_port"
 printf 'WATCH %s %s\r\n' "$ka" "$kb" >&"$c"
 read -r -t 5 line <&"$c"
 [[ ${line%$'\r'} == "+OK" ]] || fail "WATCH: '$line'"
@@ -115,7 +89,7 @@ exec {c}>&-
 R config set client-output-buffer-limit "normal 1mb 0 0" >/dev/null
 head -c 100000 /dev/zero | tr '\0' x >"$work/big"
 R -x set big <"$work/big" >/dev/null
-exec {s}<>"/dev/tcp/127.0.0.1/$port"
+exec {s}<>"/dev/tcp/127.0.0.1/$kv_port"
 for i in $(seq 200); do printf 'GET big\r\n'; done >&"$s" 2>/dev/null
 closed=
 for _ in $(seq 50); do
@@ -138,24 +112,24 @@ grep -q "^OOM command not allowed when used memory > 'maxmemory'.$" "$work/fill.
 R config set maxmemory 0 >/dev/null
 
 # SIGTERM with clients connected.
-exec {i1}<>"/dev/tcp/127.0.0.1/$port"
-exec {i2}<>"/dev/tcp/127.0.0.1/$port"
+exec {i1}<>"/dev/tcp/127.0.0.1/$kv_port"
+exec {i2}<>"/dev/tcp/127.0.0.1/$kv_port"
 printf 'SET held 1\r\n' >&"$i1"
-stop
+stop_kv
 exec {i1}>&- {i2}>&-
 
 # requirepass, from a config file.
 printf '# keel-kv test\nrequirepass "s3cret"\nmaxmemory-policy allkeys-lru\n' >"$work/kv.conf"
-start --config "$work/kv.conf"
+start_kv --config "$work/kv.conf"
 [[ $(R ping 2>&1) == "NOAUTH Authentication required." ]] || fail "no NOAUTH before AUTH: $(R ping 2>&1)"
 [[ $(R auth wrong 2>&1) == "WRONGPASS invalid username-password pair or user is disabled." ]] ||
   fail "wrong password: $(R auth wrong 2>&1)"
 [[ $(R -a s3cret --no-auth-warning ping) == PONG ]] || fail "AUTH with the password failed"
 [[ $(R -a s3cret --no-auth-warning config get maxmemory-policy | tail -1) == allkeys-lru ]] ||
   fail "config file not applied"
-stop
+stop_kv
 
 # A bad option names itself and the fix.
-"$bin" --maxmemory lots >"$work/bad.out" 2>&1 && fail "a bad --maxmemory was accepted"
+"$kv_bin" --maxmemory lots >"$work/bad.out" 2>&1 && fail "a bad --maxmemory was accepted"
 grep -q "maxmemory" "$work/bad.out" || fail "bad option message: $(cat "$work/bad.out")"
 echo "PASS: keel-kv transactions are atomic across shards, WATCH, limits, auth, config, SIGTERM"

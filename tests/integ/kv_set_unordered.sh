@@ -9,67 +9,12 @@
 # usage: tests/integ/kv_set_unordered.sh KEEL_KV_BIN
 # Starts its own redis-server and keel-kv (2 shards) on free ports; runs
 # the checks in RESP2 and RESP3. Exit status 0 when all hold, 1 otherwise.
-set -uo pipefail
-
 if [[ $# -ne 1 ]]; then
     echo "usage: $0 KEEL_KV_BIN" >&2
     exit 2
 fi
-kv_bin=$1
-for p in redis-server redis-cli; do
-    command -v $p >/dev/null || { echo "kv_set_unordered: FAIL: $p is not installed" >&2; exit 1; }
-done
-[[ -x $kv_bin ]] || { echo "kv_set_unordered: FAIL: no keel-kv binary at '$kv_bin'" >&2; exit 1; }
-
-work=$(mktemp -d)
-kv_pid=
-rs_pid=
-trap '[[ -n $kv_pid ]] && kill -9 $kv_pid 2>/dev/null; [[ -n $rs_pid ]] && kill -9 $rs_pid 2>/dev/null
-      wait 2>/dev/null; rm -rf "$work"' EXIT
-
-die() {
-    echo "kv_set_unordered: FAIL: $*" >&2
-    exit 1
-}
-
-# redis-server on a random free port below the ephemeral range.
-start_redis() {
-    local lo hi port
-    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
-    ((lo > 11000)) || lo=32768
-    for _ in $(seq 20); do
-        port=$((10000 + RANDOM % (lo - 10000)))
-        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-            --daemonize no --dir "$work" >"$work/rs.out" 2>&1 &
-        rs_pid=$!
-        for _ in $(seq 100); do
-            if ! kill -0 "$rs_pid" 2>/dev/null; then
-                wait "$rs_pid" 2>/dev/null
-                rs_pid=
-                continue 2
-            fi
-            if [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; then
-                rs_port=$port
-                return 0
-            fi
-            sleep 0.05
-        done
-        die "redis-server not answering on port $port"
-    done
-    die "no free port for redis-server"
-}
-
-start_kv() {
-    "$kv_bin" --port 0 --bind 127.0.0.1 --shards 2 >"$work/kv.out" 2>&1 &
-    kv_pid=$!
-    for _ in $(seq 200); do
-        kill -0 "$kv_pid" 2>/dev/null || die "keel-kv exited at startup"
-        kv_port=$(sed -nE 's/^keel-kv: listening on .* port ([0-9]+),.*/\1/p' "$work/kv.out" | head -n1)
-        [[ -n $kv_port ]] && return 0
-        sleep 0.05
-    done
-    die "keel-kv did not print its listening line"
-}
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "$0")/kv_lib.sh"
 
 start_redis
 start_kv
@@ -227,16 +172,8 @@ for proto in 2 3; do
     same exists h
 done
 
-kill -TERM "$rs_pid"
-wait "$rs_pid" 2>/dev/null
-rs_pid=
-kill -TERM "$kv_pid"
-wait "$kv_pid"
-rc=$?
-kv_pid=
-[[ $rc -eq 0 ]] || die "keel-kv exit status $rc after SIGTERM"
-grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$work/kv.out" &&
-    die "sanitizer report in keel-kv's output: $(head -n 20 "$work/kv.out")"
+stop_redis
+stop_kv
 if ((failures)); then
     echo "kv_set_unordered: FAIL: $failures of $checks checks"
     exit 1
