@@ -44,6 +44,63 @@ uint32_t kv_lru_clock(void)
     return (uint32_t)ts.tv_sec & 0xffffff;
 }
 
+/* ---- access stamps: LRU clock or LFU counter -------------------------------------
+ *
+ * An entry's 24-bit stamp is, as in Redis, the LRU clock in seconds, or
+ * under an LFU policy 16 bits of minutes since the last decrement and an
+ * 8-bit logarithmic access counter. */
+
+int kv_lfu_mode;
+long long kv_lfu_log_factor = 10;
+long long kv_lfu_decay_time = 1;
+
+#define LFU_INIT_VAL 5
+
+static uint32_t lfu_minutes(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint32_t)(ts.tv_sec / 60) & 0xffff;
+}
+
+/* Redis's LFUDecrAndReturn(): the counter less one per decay period. */
+static unsigned lfu_decayed(uint32_t stamp)
+{
+    uint32_t ldt = stamp >> 8, counter = stamp & 0xff, now = lfu_minutes();
+    uint32_t elapsed = now >= ldt ? now - ldt : 65535 - ldt + now;
+    long long decay = __atomic_load_n(&kv_lfu_decay_time, __ATOMIC_RELAXED);
+    uint32_t periods = decay > 0 ? elapsed / (uint32_t)decay : 0;
+    return periods > counter ? 0 : counter - periods;
+}
+
+unsigned kv_lfu_freq(const kv_entry *e)
+{
+    return lfu_decayed(e->lru);
+}
+
+static uint32_t new_stamp(void)
+{
+    if (__atomic_load_n(&kv_lfu_mode, __ATOMIC_RELAXED))
+        return lfu_minutes() << 8 | LFU_INIT_VAL;
+    return kv_lru_clock();
+}
+
+/* An access: the LRU clock, or Redis's LFULogIncr() on the decayed counter. */
+static uint32_t access_stamp(uint32_t old)
+{
+    if (!__atomic_load_n(&kv_lfu_mode, __ATOMIC_RELAXED))
+        return kv_lru_clock();
+    unsigned counter = lfu_decayed(old);
+    if (counter < 255) {
+        double r = (double)random() / RAND_MAX;
+        double base = counter > LFU_INIT_VAL ? counter - LFU_INIT_VAL : 0;
+        long long factor = __atomic_load_n(&kv_lfu_log_factor, __ATOMIC_RELAXED);
+        if (r < 1.0 / (base * (double)factor + 1))
+            counter++;
+    }
+    return lfu_minutes() << 8 | counter;
+}
+
 /* ---- entries ---------------------------------------------------------------- */
 
 static size_t value_bytes(unsigned type, size_t vlen)
@@ -434,7 +491,7 @@ kv_entry *kv_lookup(kv_cmd_ctx *c, const resp_arg *key)
         return NULL;
     }
     db->hits++;
-    (*p)->lru = kv_lru_clock();
+    (*p)->lru = access_stamp((*p)->lru);
     return *p;
 }
 
@@ -473,7 +530,7 @@ kv_entry *kv_set_str(kv_cmd_ctx *c, const resp_arg *key, const void *val, size_t
     e->type = KV_STRING;
     e->klen = (uint32_t)key->len;
     e->vlen = (uint32_t)vlen;
-    e->lru = kv_lru_clock();
+    e->lru = new_stamp();
     memcpy(e->data, key->ptr, key->len);
     if (vlen)
         memcpy(e->data + key->len, val, vlen);
@@ -481,6 +538,8 @@ kv_entry *kv_set_str(kv_cmd_ctx *c, const resp_arg *key, const void *val, size_t
         expiry_of(e)->at_ms = expire_ms;
     if (p) {
         kv_entry *old = *p;
+        if (__atomic_load_n(&kv_lfu_mode, __ATOMIC_RELAXED))
+            e->lru = old->lru; /* an overwrite keeps the key's frequency, as Redis 7.0 */
         if (old->type != KV_STRING) {
             /* Account it as a string of pointer size, its allocation. */
             kv_type_of(old->type)->free(kv_obj(old));
@@ -513,7 +572,7 @@ kv_entry *kv_add_obj(kv_cmd_ctx *c, const resp_arg *key, unsigned type, void *ob
     e->hash = h;
     e->type = type;
     e->klen = (uint32_t)key->len;
-    e->lru = kv_lru_clock();
+    e->lru = new_stamp();
     memcpy(e->data, key->ptr, key->len);
     kv_set_obj(e, obj);
     e->vlen = (uint32_t)clamp32(kv_type_of(type)->mem(obj));
@@ -542,7 +601,7 @@ kv_entry *kv_replace_obj(kv_cmd_ctx *c, const resp_arg *key, unsigned type, void
         if (!e)
             return NULL;
         e->klen = old->klen;
-        e->lru = kv_lru_clock();
+        e->lru = new_stamp();
         e->type = (uint32_t)type;
         memcpy(e->data, key->ptr, key->len);
         kv_set_obj(e, obj);
@@ -668,6 +727,9 @@ static kv_entry *evict_pick(kv_db *db, int policy)
             best = e;
         } else if (policy == 7) {
             if (kv_expire_of(e) < kv_expire_of(best))
+                best = e;
+        } else if (policy == 2 || policy == 5) { /* LFU: the least used goes */
+            if (lfu_decayed(e->lru) < lfu_decayed(best->lru))
                 best = e;
         } else if (((now - e->lru) & 0xffffff) > ((now - best->lru) & 0xffffff)) {
             best = e;

@@ -118,6 +118,11 @@ static inline unsigned kv_shard_of_key(const resp_arg *key)
 }
 int64_t kv_now_ms(void);
 uint32_t kv_lru_clock(void);
+/* Under an LFU maxmemory policy entries count accesses instead of timing
+ * them (CONFIG sets these); kv_lfu_freq() is OBJECT FREQ's answer. */
+extern int kv_lfu_mode;
+extern long long kv_lfu_log_factor, kv_lfu_decay_time;
+unsigned kv_lfu_freq(const kv_entry *e);
 
 int kv_db_init(kv_db *db, unsigned id);
 void kv_db_free(kv_db *db);

@@ -39,8 +39,6 @@ enum {
 #define EMBSTR_MAX 44
 /* Redis's OBJECT REFCOUNT of a shared object (OBJ_SHARED_REFCOUNT). */
 #define SHARED_REFCOUNT INT_MAX
-/* The counter of a key never read since it was written (LFU_INIT_VAL). */
-#define LFU_INIT_VAL 5
 
 /* A C string's view of an argument, as Redis's strcasecmp/%s see it. */
 static int cstr_len(const resp_arg *a)
@@ -621,9 +619,7 @@ static void cmd_object(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
                                    "time to adjust.");
             return;
         }
-        /* keel-kv keeps no access counter: every key answers as one never
-         * read since it was written. */
-        resp_add_int(c->out, LFU_INIT_VAL);
+        resp_add_int(c->out, kv_lfu_freq(e));
     }
 }
 

@@ -92,6 +92,8 @@ static param params[] = {
     {"maxmemory", NULL, P_BYTES, "0", NULL, false},
     {"maxmemory-policy", NULL, P_ENUM, "noeviction", policies, false},
     {"maxmemory-samples", NULL, P_NUM, "5", NULL, false},
+    {"lfu-log-factor", NULL, P_NUM, "10", NULL, false},
+    {"lfu-decay-time", NULL, P_NUM, "1", NULL, false},
     {"maxclients", NULL, P_NUM, "10000", NULL, false},
     {"appendonly", NULL, P_BOOL, "no", yesno, false},
     {"appendfsync", NULL, P_ENUM, "everysec", fsyncs, false},
@@ -216,6 +218,12 @@ static void apply(const param *p)
         for (int i = 0; policies[i]; i++)
             if (!strcasecmp(policies[i], v))
                 kv_cfg.maxmemory_policy = i;
+        __atomic_store_n(&kv_lfu_mode, strstr(v, "lfu") != NULL, __ATOMIC_RELAXED);
+    } else if (!strcmp(p->name, "lfu-log-factor") || !strcmp(p->name, "lfu-decay-time")) {
+        long long n;
+        if (parse_num(v, &n) && n >= 0)
+            __atomic_store_n(p->name[4] == 'l' ? &kv_lfu_log_factor : &kv_lfu_decay_time, n,
+                             __ATOMIC_RELAXED);
     } else if (!strcmp(p->name, "maxclients")) {
         kv_cfg.maxclients = strtoull(v, NULL, 10);
     } else if (!strcmp(p->name, "proto-max-bulk-len")) {
