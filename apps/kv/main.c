@@ -17,8 +17,11 @@ static void listening(void *ctx, keel_result r)
 {
     (void)ctx;
     if (r.err) {
-        fprintf(stderr, "keel-kv: cannot listen on %s port %u: %s\n", app.cfg.listen.bind,
-                app.cfg.listen.port, keel_strerror(r.err));
+        fprintf(stderr, "keel-kv: cannot listen on %s port %u: %s%s\n", app.cfg.listen.bind,
+                app.cfg.listen.port, keel_strerror(r.err),
+                r.err == -EADDRINUSE
+                    ? " (is a redis-server or another keel-kv on it? pick another with --port N)"
+                    : "");
         app.exit_status = 1;
         keel_stop();
         return;
