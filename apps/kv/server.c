@@ -751,7 +751,7 @@ void kv_block_deliver(kv_waiter *w, resp_buf *out, bool retry)
     d->out = *out;
     d->retry = retry;
     resp_buf_init(out);
-    keel_detach(keel_submit_to(((kv_client *)kv_block_client(w))->home, deliver_task, d));
+    keel_detach(keel_submit_to(kv_block_client_shard(w), deliver_task, d));
 }
 
 /* ---- MULTI / EXEC / WATCH ------------------------------------------------------------ */
@@ -1271,7 +1271,6 @@ static void on_conn(void *ctx, keel_conn *conn)
     }
     c->conn = conn;
     c->id = atomic_fetch_add(&next_client_id, 1);
-    c->home = keel_shard_id();
     c->proto = 2;
     c->created_ms = kv_now_ms();
     c->authed = !kv_cfg.requirepass || !*kv_cfg.requirepass;

@@ -34,7 +34,6 @@ typedef struct kv_client {
     struct watched *watches;
     char *name;
     int64_t created_ms;
-    unsigned home; /* its shard */
     struct kv_waiter *blocked; /* a blocking command waits */
     struct slot *block_slot;
     struct block_timer *timer; /* the blocked command's timeout */

@@ -490,6 +490,11 @@ void *kv_block_client(const kv_waiter *w)
     return w->client;
 }
 
+unsigned kv_block_client_shard(const kv_waiter *w)
+{
+    return w->client_shard;
+}
+
 bool kv_block_on_shard(const kv_waiter *w, unsigned shard)
 {
     for (size_t i = 0; i < w->nkeys; i++)

@@ -28,7 +28,9 @@ bool kv_block_claim(kv_waiter *w);
 void kv_block_retain(kv_waiter *w);
 void kv_block_release(kv_waiter *w);
 const kv_command *kv_block_command(const kv_waiter *w, size_t *argc, const resp_arg **argv);
+/* The blocked client (to be touched only on its shard) and its shard. */
 void *kv_block_client(const kv_waiter *w);
+unsigned kv_block_client_shard(const kv_waiter *w);
 /* Serves the waiters of this shard's keys that became ready; called after
  * every gated run and at the release of a lock. */
 void kv_block_serve_here(void);
