@@ -103,8 +103,7 @@ static void drain(kv_shard_state *st)
             w->fn(w->arg);
             kv_block_serve_here();
         }
-        keel_promise_set_value(&w->done, 0);
-        /* w is freed by whoever waits on done (see gate_wait_done) */
+        keel_promise_set_value(&w->done, 0); /* frees w (gate's keel_finally) */
     }
 }
 
@@ -136,9 +135,8 @@ static keel_future *gate(void (*fn)(void *), void *arg, bool is_lock)
     w->is_lock = is_lock;
     keel_future *f = keel_promise_init(&w->done);
     enqueue(st, w);
-    /* The future outlives w's use by drain(); free w once it resolved. */
-    keel_future *g = keel_finally(f, work_free, w);
-    return g;
+    /* drain() is done with w once it resolved the promise. */
+    return keel_finally(f, work_free, w);
 }
 
 typedef struct remote_call {
