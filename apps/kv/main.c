@@ -11,6 +11,7 @@ static struct {
     kv_config cfg;
     keel_listener *listener;
     int exit_status;
+    bool cli_port, cli_bind; /* given on the command line, which wins over the file */
 } app;
 
 static void listening(void *ctx, keel_result r)
@@ -66,6 +67,9 @@ static void usage(FILE *out)
  * redis.conf works as it is; on the command line it is an error. */
 static int set_param(const char *name, const char *value, const char *where, bool in_file)
 {
+    if (in_file && ((!strcmp(name, "port") && app.cli_port) ||
+                    (!strcmp(name, "bind") && app.cli_bind)))
+        return 0;
     if (!strcmp(name, "port")) {
         char *end;
         long p = strtol(value, &end, 10);
@@ -149,6 +153,10 @@ int main(int argc, char **argv)
     app.cfg.listen.port = 6379;
     app.cfg.listen.bind = "127.0.0.1";
     kv_config_defaults();
+    for (int i = 1; i < argc; i++) {
+        app.cli_port |= !strncmp(argv[i], "--port", 6);
+        app.cli_bind |= !strncmp(argv[i], "--bind", 6);
+    }
     if (keel_config_parse_args(&cfg, &argc, argv) ||
         keel_listen_config_parse_args(&app.cfg.listen, &argc, argv))
         return 2;

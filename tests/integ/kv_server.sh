@@ -119,8 +119,11 @@ stop_kv
 exec {i1}>&- {i2}>&-
 
 # requirepass, from a config file.
-printf '# keel-kv test\nrequirepass "s3cret"\nmaxmemory-policy allkeys-lru\n' >"$work/kv.conf"
+# (start_kv's --port 0 must win over the file's port, as redis-server's
+# command line wins over its config file; unknown parameters only warn.)
+printf '# keel-kv test\nport 7\nrequirepass "s3cret"\nmaxmemory-policy allkeys-lru\nrdbcompression yes\n' >"$work/kv.conf"
 start_kv --config "$work/kv.conf"
+[[ $kv_port != 7 ]] || fail "the config file's port won over --port on the command line"
 [[ $(R ping 2>&1) == "NOAUTH Authentication required." ]] || fail "no NOAUTH before AUTH: $(R ping 2>&1)"
 [[ $(R auth wrong 2>&1) == "WRONGPASS invalid username-password pair or user is disabled." ]] ||
   fail "wrong password: $(R auth wrong 2>&1)"
