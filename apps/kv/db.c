@@ -635,6 +635,43 @@ bool kv_del(kv_cmd_ctx *c, const resp_arg *key)
     return true;
 }
 
+kv_entry *kv_str_grow(kv_cmd_ctx *c, const resp_arg *key, size_t vlen)
+{
+    uint32_t h;
+    kv_db *db = db_for(key, &h);
+    kv_entry **p = find(c, db, h, key);
+    if (!p || (*p)->type != KV_STRING)
+        return NULL;
+    kv_entry *e = *p;
+    size_t old = e->vlen;
+    if (vlen <= old)
+        return e;
+    size_t pre = e->volatile_ ? sizeof(kv_expiry) : 0;
+    size_t fixed = pre + sizeof(kv_entry) + e->klen;
+    void *base = base_of(e);
+    if (fixed + vlen > malloc_usable_size(base)) {
+        /* Room to spare, as Redis's sds: double while under 1 MiB, then
+         * 1 MiB more, so a string grown by small appends is copied
+         * O(log n) times, not on every append. */
+        size_t want = vlen < (1u << 20) ? vlen * 2 : vlen + (1u << 20);
+        size_t before = accounted(e);
+        char *nb = realloc(base, fixed + want);
+        if (!nb)
+            return NULL;
+        e = (kv_entry *)(nb + pre);
+        *p = e;
+        if (e->volatile_)
+            db->vol[expiry_of(e)->slot] = e;
+        db->mem -= before;
+        db->mem += accounted(e);
+    }
+    memset(e->data + e->klen + old, 0, vlen - old);
+    db->mem += vlen - old;
+    e->vlen = (uint32_t)vlen;
+    touched(c, db, key);
+    return e;
+}
+
 kv_entry *kv_set_expire(kv_cmd_ctx *c, const resp_arg *key, int64_t at_ms)
 {
     uint32_t h;

@@ -194,6 +194,12 @@ kv_entry *kv_add_obj(kv_cmd_ctx *c, const resp_arg *key, unsigned type, void *ob
  * keep_ttl is false (the old object is freed). */
 kv_entry *kv_replace_obj(kv_cmd_ctx *c, const resp_arg *key, unsigned type, void *obj,
                          bool keep_ttl);
+/* Lengthens the live string at key to vlen bytes (the new ones zero),
+ * keeping spare room so repeated growth (APPEND, SETRANGE, SETBIT) is
+ * amortized; the entry may move: use the returned pointer. NULL when the
+ * key is not a live string, or on out-of-memory (unchanged). Calls
+ * kv_modified()'s bookkeeping; the caller writes the new bytes. */
+kv_entry *kv_str_grow(kv_cmd_ctx *c, const resp_arg *key, size_t vlen);
 /* Deletes key. Returns whether a live key was deleted. Calls kv_modified(). */
 bool kv_del(kv_cmd_ctx *c, const resp_arg *key);
 /* Sets (ms >= 0) or removes (KV_NO_EXPIRE) a live key's TTL; the entry

@@ -5,10 +5,9 @@
  * order arguments are checked in are Redis 7.0's.
  *
  * Writes that stay inside the value change the entry's bytes in place and
- * call kv_modified(); writes past the end build a longer value and
- * kv_set_str() it (the value lives in the key's entry, which cannot grow
- * in place), so growing a large bitmap a little at a time copies it each
- * time. */
+ * call kv_modified(); SETBIT past the end grows the entry with room to
+ * spare (kv_str_grow()); BITFIELD and BITOP build the new value and
+ * kv_set_str() it. */
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -251,17 +250,17 @@ static void cmd_setbit(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         return;
     }
     /* Past the end: a zero-padded longer value (the old bit was 0). */
-    size_t old = e ? e->vlen : 0;
-    unsigned char *v = calloc(byte + 1, 1);
-    if (!v) {
-        kv_reply_oom(c->out);
-        return;
+    kv_entry *n = e ? kv_str_grow(c, &argv[1], byte + 1) : NULL;
+    if (!e) {
+        unsigned char *v = calloc(byte + 1, 1);
+        if (v) {
+            bf_set(v, off, 1, (uint64_t)on);
+            n = kv_set_str(c, &argv[1], v, byte + 1, KV_KEEP_TTL);
+            free(v);
+        }
+    } else if (n) {
+        bf_set((unsigned char *)kv_str(n), off, 1, (uint64_t)on);
     }
-    if (old)
-        memcpy(v, kv_str(e), old);
-    bf_set(v, off, 1, (uint64_t)on);
-    kv_entry *n = kv_set_str(c, &argv[1], v, byte + 1, KV_KEEP_TTL);
-    free(v);
     if (!n) {
         kv_reply_oom(c->out);
         return;

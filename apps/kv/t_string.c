@@ -4,7 +4,9 @@
  *
  * A string's bytes live in its key's entry (kv_str()): commands that keep
  * the length (SETRANGE inside the value) write there and call
- * kv_modified(); the others build the new value and kv_set_str() it. */
+ * kv_modified(); APPEND and SETRANGE past the end grow the entry with room
+ * to spare (kv_str_grow()); the others build the new value and
+ * kv_set_str() it. */
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -449,24 +451,22 @@ static void cmd_append(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         resp_add_error(c->out, ERR_TOO_BIG);
         return;
     }
-    char *v = malloc(old + argv[2].len + 1);
-    if (!v) {
+    if (!e) {
+        /* A new key holds the argument as SET would store it. */
+        if (!kv_set_str(c, &argv[1], argv[2].ptr, argv[2].len, KV_NO_EXPIRE))
+            kv_reply_oom(c->out);
+        else
+            resp_add_int(c->out, (long long)argv[2].len);
+        return;
+    }
+    e = kv_str_grow(c, &argv[1], old + argv[2].len);
+    if (!e) {
         kv_reply_oom(c->out);
         return;
     }
-    if (e)
-        memcpy(v, kv_str(e), old);
-    memcpy(v + old, argv[2].ptr, argv[2].len);
-    kv_entry *n = kv_set_str(c, &argv[1], v, old + argv[2].len, KV_KEEP_TTL);
-    free(v);
-    if (!n) {
-        kv_reply_oom(c->out);
-        return;
-    }
-    /* A new key holds the argument as SET would store it. */
-    if (e)
-        n->enc = STR_ENC_RAW;
-    resp_add_int(c->out, (long long)n->vlen);
+    memcpy(kv_str(e) + old, argv[2].ptr, argv[2].len);
+    e->enc = STR_ENC_RAW;
+    resp_add_int(c->out, (long long)e->vlen);
 }
 
 /* GETRANGE key start end (and SUBSTR, its old name): inclusive, negative
@@ -535,21 +535,18 @@ static void cmd_setrange(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
         resp_add_int(c->out, (long long)e->vlen);
         return;
     }
-    /* Growing: the value lives in the entry, so a longer one is a new
-     * entry, and each growth copies the value. */
-    size_t old = e ? e->vlen : 0;
-    char *v = malloc(need);
-    if (!v) {
-        kv_reply_oom(c->out);
-        return;
+    /* Growing: a new key, or the entry grown with room to spare. */
+    kv_entry *n = e ? kv_str_grow(c, &argv[1], need) : NULL;
+    if (!e) {
+        char *v = calloc(need, 1);
+        if (v) {
+            memcpy(v + off, val->ptr, val->len);
+            n = kv_set_str(c, &argv[1], v, need, KV_KEEP_TTL);
+            free(v);
+        }
+    } else if (n) {
+        memcpy(kv_str(n) + off, val->ptr, val->len);
     }
-    if (old)
-        memcpy(v, kv_str(e), old);
-    if ((size_t)off > old)
-        memset(v + old, 0, (size_t)off - old);
-    memcpy(v + off, val->ptr, val->len);
-    kv_entry *n = kv_set_str(c, &argv[1], v, need, KV_KEEP_TTL);
-    free(v);
     if (!n) {
         kv_reply_oom(c->out);
         return;
