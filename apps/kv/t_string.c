@@ -247,12 +247,9 @@ static void cmd_getdel(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     kv_entry *e = lookup_str(c, &argv[1], &wrong);
     if (wrong)
         return;
-    if (!e) {
-        resp_add_null(c->out, c->proto);
-        return;
-    }
-    resp_add_bulk(c->out, kv_str(e), e->vlen);
-    kv_del(c, &argv[1]);
+    reply_value(c, e);
+    if (e)
+        kv_del(c, &argv[1]);
 }
 
 /* GETEX key [EX s|PX ms|EXAT s|PXAT ms|PERSIST] */
