@@ -779,13 +779,24 @@ const void *keel_conn_peek(const keel_conn *c, size_t *len)
 
 size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n)
 {
+    return keel_conn_copy_at(c, 0, dst, n);
+}
+
+size_t keel_conn_copy_at(const keel_conn *c, size_t offset, void *dst, size_t n)
+{
     keel__shard *s = keel__shard_self();
     size_t done = 0;
     for (uint32_t i = 0; done < n && i < c->in.count; i++) {
         in_seg *sg = IN_AT((keel_conn *)c, i);
-        size_t take = n - done < sg->len ? n - done : sg->len;
-        memcpy((char *)dst + done, in_addr(s, sg) + sg->off, take);
+        if (offset >= sg->len) {
+            offset -= sg->len;
+            continue;
+        }
+        size_t avail = sg->len - offset;
+        size_t take = n - done < avail ? n - done : avail;
+        memcpy((char *)dst + done, in_addr(s, sg) + sg->off + offset, take);
         done += take;
+        offset = 0;
     }
     return done;
 }

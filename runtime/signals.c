@@ -11,12 +11,30 @@
 
 #include "internal.h"
 
+/* Handlers an app registered with keel_signal_handle, run on shard 0. */
+static struct {
+    keel_signal_fn fn;
+    void *arg;
+} app_handlers[_NSIG];
+
+int keel_signal_handle(int signo, keel_signal_fn fn, void *arg)
+{
+    if (signo <= 0 || signo >= _NSIG || signo == SIGKILL || signo == SIGSTOP || signo == SIGPIPE)
+        return -EINVAL;
+    app_handlers[signo].fn = fn;
+    app_handlers[signo].arg = arg;
+    return 0;
+}
+
 static sigset_t stop_signals(void)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    for (int i = 1; i < _NSIG; i++)
+        if (app_handlers[i].fn)
+            sigaddset(&set, i);
     return set;
 }
 
@@ -28,6 +46,9 @@ int keel__signals_setup(sigset_t *old)
     sa.sa_handler = SIG_DFL;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    for (int i = 1; i < _NSIG; i++)
+        if (app_handlers[i].fn)
+            sigaction(i, &sa, NULL);
     /* A peer that closes mid-write must give EPIPE, not kill the server. */
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
@@ -52,7 +73,10 @@ static void signal_read(keel__op *op, int res, uint32_t flags)
 {
     (void)flags;
     sigstate *st = op->ctx;
-    if (res == (int)sizeof(st->info)) {
+    int signo = res == (int)sizeof(st->info) ? (int)st->info.ssi_signo : 0;
+    if (signo > 0 && signo < _NSIG && app_handlers[signo].fn) {
+        app_handlers[signo].fn(signo, app_handlers[signo].arg);
+    } else if (res == (int)sizeof(st->info)) {
         const char *name = st->info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
         if (keel_stopping()) {
             keel__log("%s received again while stopping: exiting now", name);

@@ -7,6 +7,7 @@ pkgs=(
   cmake make gcc pkg-config
   liburing-dev libjemalloc-dev libck-dev libcriterion-dev
   redis-tools redis-server
+  libssl-dev libpq-dev postgresql-15 postgresql-client-15 pgbouncer
 )
 
 missing=()

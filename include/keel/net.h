@@ -107,6 +107,11 @@ const void *keel_conn_peek(const keel_conn *c, size_t *len);
 /* Copies up to n buffered bytes from offset 0 to dst without consuming
  * them; returns the count copied. */
 size_t keel_conn_copy(const keel_conn *c, void *dst, size_t n);
+
+/* As keel_conn_copy, from offset bytes into the buffered input: lets a
+ * protocol walk the headers of several framed messages, then forward them
+ * all at once. Returns the count copied (0 when offset is past the end). */
+size_t keel_conn_copy_at(const keel_conn *c, size_t offset, void *dst, size_t n);
 /* Drops the first n buffered bytes (n <= buffered). */
 void keel_conn_consume(keel_conn *c, size_t n);
 

@@ -57,6 +57,15 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg);
  * Callable from any thread and from a signal handler. Idempotent. */
 void keel_stop(void);
 
+typedef void (*keel_signal_fn)(int signo, void *arg);
+
+/* Has fn(signo, arg) run on shard 0, in its loop, whenever signo arrives,
+ * instead of the default (SIGINT and SIGTERM: keel_stop). Call before
+ * keel_run, with handle_signals on. For an app's SIGHUP (reload), SIGUSR1,
+ * or a SIGINT that drains before stopping. Returns 0 or -EINVAL
+ * (SIGKILL, SIGSTOP, SIGPIPE, out of range). */
+int keel_signal_handle(int signo, keel_signal_fn fn, void *arg);
+
 /* Whether keel_stop() has been called. */
 bool keel_stopping(void);
 
