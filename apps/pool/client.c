@@ -201,6 +201,7 @@ static void note_request(pclient *c, pserver *s, uint8_t t)
     case 'Q':
     case 'F':
         s->pending_z++;
+        prep_note_sync(s);
         if (!c->query_start_ns)
             c->query_start_ns = now;
         if (!c->xact_start_ns)
@@ -208,6 +209,7 @@ static void note_request(pclient *c, pserver *s, uint8_t t)
         break;
     case 'S':
         s->pending_z++;
+        prep_note_sync(s);
         s->dirty = false;
         break;
     case 'P':
@@ -294,7 +296,7 @@ static keel_future *client_process(pclient *c)
         if (!s) {
             if (off) /* never: bytes before are forwarded only while a server is linked */
                 break;
-            if (c->pool->db->disabled && !c->linked_once) {
+            if (db_disabled(c->pool->db) && !c->linked_once) {
                 client_kill(c, "08P01", "database does not allow connections");
                 return keel_make_ready(KEEL_STOP);
             }
@@ -585,7 +587,7 @@ static keel_future *scram_final_checked(void *ctx, keel_result r)
     }
     if (j->rc < 0) {
         free(j);
-        return wrong_password(c);
+        return login_fail(c, "28P01", "SASL authentication failed");
     }
     ppool *p = c->pool;
     if (j->kind == POOL_SECRET_SCRAM && j->scram.have_client_key) {
@@ -739,9 +741,9 @@ static keel_future *authenticate(pclient *c, const char *secret, pool_secret_kin
     }
     bool scram = !strcmp(at, "scram-sha-256") || kind == POOL_SECRET_SCRAM;
     if (scram) {
-        if (kind == POOL_SECRET_MD5) {
+        if (kind == POOL_SECRET_MD5) { /* an md5 hash cannot answer SCRAM */
             free(j);
-            return wrong_password(c);
+            return login_fail(c, "28P01", "SASL authentication failed");
         }
         return keel_then_wrapped(keel_run_blocking(scram_prepare_job, j), scram_prepared, j);
     }
@@ -783,7 +785,7 @@ static keel_future *aq_done(void *ctx, keel_result r)
                     pgr_bytes(&rd, (size_t)l1);
                 int32_t l2 = pgr_i32(&rd);
                 const uint8_t *pw = l2 >= 0 ? pgr_bytes(&rd, (size_t)l2) : NULL;
-                if (!rd.bad) {
+                if (!rd.bad && l1 >= 0) { /* a NULL user name: a function's empty answer */
                     found = true;
                     if (pw)
                         secret = strndup((const char *)pw, (size_t)l2);
@@ -801,11 +803,11 @@ static keel_future *aq_done(void *ctx, keel_result r)
         free(secret);
         return keel_make_error(-ECANCELED);
     }
-    if (r.err && !found) {
+    if (!found) { /* PgBouncer's words when auth_query finds no such user */
         free(secret);
         return login_fail(c, "08P01", "bouncer config error");
     }
-    if (!found || !secret) {
+    if (!secret) {
         free(secret);
         return wrong_password(c);
     }
@@ -941,7 +943,7 @@ static keel_future *start_login(pclient *c, const pg_startup *st)
         snprintf(msg, sizeof(msg), "no such database: %s", db);
         return login_fail(c, "08P01", msg);
     }
-    if (d->disabled)
+    if (db_disabled(d))
         return login_fail(c, "08P01", "database does not allow connections");
     const char *at = pool_cfg->auth_type;
     /* With auth_type any, or a database with a forced user, servers log in
@@ -969,7 +971,7 @@ static keel_future *start_login(pclient *c, const pg_startup *st)
     if (auth_user && *auth_user && pool_cfg->auth_query && *pool_cfg->auth_query)
         return auth_query_lookup(c, auth_user);
     if (!strcmp(at, "trust"))
-        return logged_in(c);
+        return login_fail(c, "28000", "\"trust\" authentication failed");
     return wrong_password(c);
 }
 

@@ -61,12 +61,14 @@ void pvars_clear(pvars *vs);
 /* ---- databases, users, pools ----------------------------------------------------------- */
 
 typedef struct pool_global pool_global;
-/* Per-database and per-user global counts for max_db_connections and
- * max_user_connections. */
+/* Per-database and per-user state shared by all shards: the server and
+ * client counts for max_db_connections/max_user_connections, and the
+ * admin console's PAUSE/DISABLE flags of a database. */
 typedef struct pool_limit {
     char *name;
     _Atomic int servers;
     _Atomic int clients;
+    _Atomic bool paused, disabled;
     struct pool_limit *next;
 } pool_limit;
 typedef struct ppool ppool;
@@ -79,7 +81,7 @@ typedef struct pdb {
     pool_config_db *cfg; /* owned by the live configuration (or by auto, below) */
     pool_config_db *auto_cfg;
     unsigned next_host; /* round robin over cfg->hosts */
-    bool paused, disabled;
+    pool_limit *lim;    /* paused, disabled: global */
     struct pdb *next;
 } pdb;
 
@@ -200,8 +202,7 @@ struct pserver {
     uint64_t connect_ns, request_ns, last_used_ns;
     char addr[64];
     uint16_t port, local_port;
-    struct sprep *prep; /* statements prepared on this connection */
-    int nprep;
+    void *prep; /* prep.c's state: statements prepared on this connection */
     uint64_t id;
     pserver *all_prev, *all_next; /* the shard's servers */
 };
@@ -223,6 +224,18 @@ typedef struct pool_shard {
 } pool_shard;
 
 extern keel_sharded pool_shards;
+
+/* PAUSE/SUSPEND of everything (SIGUSR1, SIGINT's safe shutdown). */
+extern _Atomic bool pool_paused_all, pool_suspended;
+static inline bool db_paused(const pdb *d)
+{
+    return atomic_load_explicit(&d->lim->paused, memory_order_relaxed) ||
+           atomic_load_explicit(&pool_paused_all, memory_order_relaxed);
+}
+static inline bool db_disabled(const pdb *d)
+{
+    return atomic_load_explicit(&d->lim->disabled, memory_order_relaxed);
+}
 static inline pool_shard *shard_here(void)
 {
     return keel_sharded_local(&pool_shards);

@@ -46,6 +46,7 @@ char *pool_cfg_path;
 bool pool_verbose;
 uint64_t pool_start_ns;
 pool_limit *pool_db_limits, *pool_user_limits;
+_Atomic bool pool_paused_all, pool_suspended;
 
 static pool_global *globals;
 static pthread_mutex_t globals_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -227,6 +228,12 @@ pdb *pool_find_db(const char *name)
     }
     d->cfg = cfg;
     d->auto_cfg = autocfg;
+    if (!(d->lim = pool_limit_get(&pool_db_limits, name))) {
+        free(d->name);
+        free(d);
+        free(autocfg);
+        return NULL;
+    }
     d->next = sh->dbs;
     sh->dbs = d;
     return d;
@@ -467,6 +474,14 @@ static void serve_waiter(ppool *p, pserver *s)
     keel_promise_resolve(&c->wait_p, keel_ok_ptr(s));
 }
 
+static bool above_fair_share(const ppool *p)
+{
+    unsigned n = keel_shard_count(), me = shard_here()->id;
+    int size = pool_size_of(p);
+    int fair = size / (int)n + ((int)me < size % (int)n ? 1 : 0);
+    return p->n_idle + p->n_active + p->n_used + p->n_login > fair;
+}
+
 /* Another shard's waiting client needs a slot: close one idle server here. */
 typedef struct give_msg {
     char *db, *user;
@@ -507,10 +522,12 @@ static keel_future *release_idle_for(void *arg)
 {
     give_msg *m = arg;
     ppool *p = find_pool(m->db, m->user);
-    if (p && p->idle && !p->n_waiting) {
-        pserver *s = p->idle;
-        while (s->next)
-            s = s->next; /* the coldest */
+    pserver *s = p && p->idle && !p->n_waiting ? p->idle : NULL;
+    while (s && s->next)
+        s = s->next; /* the coldest */
+    if (s && !above_fair_share(p) && keel_now_ns() - s->last_used_ns < KEEL_MS(20))
+        s = NULL; /* busy here too: the janitor looks again */
+    if (s) {
         server_close(s, "given to another shard");
         send_give(p, m->to, connect_for_waiters);
     }
@@ -545,7 +562,7 @@ static int other_shard_with(_Atomic int *counts)
  * ones already logging in. */
 void pool_kick_waiters(ppool *p)
 {
-    if (p->db->paused)
+    if (db_paused(p->db))
         return;
     if (pool_login_backoff(p) && !p->n_login) {
         /* PgBouncer's answer while the server refuses logins. */
@@ -575,7 +592,7 @@ keel_future *pool_acquire(pclient *c)
 {
     ppool *p = c->pool;
     c->wait_start_ns = keel_now_ns();
-    if (!p->db->paused && !p->wait_head) {
+    if (!db_paused(p->db) && !p->wait_head) {
         if (p->idle) {
             pserver *s = p->idle;
             link_server(c, s);
@@ -592,12 +609,24 @@ void pool_server_ready(pserver *s)
 {
     ppool *p = s->pool;
     s->last_used_ns = keel_now_ns();
-    if (p->wait_head && !p->db->paused) {
+    if (p->wait_head && !db_paused(p->db)) {
         serve_waiter(p, s);
         return;
     }
+    if (db_paused(p->db)) { /* PAUSE waits for every server to be released, then closes it */
+        server_close(s, "database paused");
+        return;
+    }
+    if (s->close_after) { /* RECONNECT, or a RELOAD that changed the database */
+        server_close(s, "reconnect requested");
+        return;
+    }
     server_set_state(s, SV_IDLE);
-    int t = p->db->paused ? -1 : other_shard_with(p->g->waiting);
+    /* Only a shard above its fair share gives servers away when it goes
+     * idle; below it, the other shard's wait is short (its own servers
+     * free up) and passing servers back and forth would cost a PostgreSQL
+     * login each time. The janitor hands over servers that stay idle. */
+    int t = db_paused(p->db) || !above_fair_share(p) ? -1 : other_shard_with(p->g->waiting);
     if (t >= 0) {
         server_close(s, "given to another shard");
         send_give(p, (unsigned)t, connect_for_waiters);
@@ -706,8 +735,20 @@ static void janitor_pool(ppool *p, uint64_t now)
         else if (atomic_load(&p->g->servers) > size && !p->n_waiting)
             server_close(s, "pool is over its size (RELOAD)");
     }
+    /* A server idle here for a while, while clients wait on another shard
+     * whose pool slice is full: hand its slot over. */
+    if (p->idle && !p->n_waiting && !db_paused(p->db)) {
+        pserver *s = p->idle;
+        while (s->next)
+            s = s->next;
+        int t = now - s->last_used_ns > KEEL_MS(20) ? other_shard_with(p->g->waiting) : -1;
+        if (t >= 0) {
+            server_close(s, "given to another shard");
+            send_give(p, (unsigned)t, connect_for_waiters);
+        }
+    }
     /* min_pool_size: shard 0 keeps the minimum for every pool it has seen */
-    if (min > 0 && shard_here()->id == 0 && !p->db->paused && !pool_login_backoff(p)) {
+    if (min > 0 && shard_here()->id == 0 && !db_paused(p->db) && !pool_login_backoff(p)) {
         while (atomic_load(&p->g->servers) < min && reserve_server(p, false))
             server_connect(p);
     }

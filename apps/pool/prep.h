@@ -26,6 +26,9 @@ int prep_rewrite(pclient *c, pserver *s, uint8_t t, uint32_t len);
 bool prep_inspects_reply(const pserver *s, uint8_t t);
 /* Bookkeeping for a reply; *drop set when the client must not see it. */
 int prep_reply(pserver *s, const uint8_t *m, size_t len, bool *drop);
+/* A Query, Sync or FunctionCall went to s; a ReadyForQuery came from s. */
+void prep_note_sync(pserver *s);
+void prep_on_ready(pserver *s);
 /* The server's statements are gone (DISCARD ALL). */
 void prep_server_reset(pserver *s);
 void prep_server_free(pserver *s);

@@ -303,11 +303,9 @@ static keel_future *login_msg(void *ctx, keel_result r)
             }
             if (!scram || !secret || kind == POOL_SECRET_MD5 ||
                 (kind == POOL_SECRET_SCRAM && !p->have_scram_keys)) {
-                login_failed(s, kind == POOL_SECRET_SCRAM
-                                    ? "cannot do SCRAM authentication: no client has logged in "
-                                      "with this user's SCRAM secret yet"
-                                    : "server asked for SCRAM-SHA-256, which the auth_file "
-                                      "does not hold for this user");
+                /* PgBouncer's words; with a SCRAM secret, no client has
+                 * logged in with SCRAM yet to lend its keys. */
+                login_failed(s, "server login failed: wrong password type");
                 next = keel_make_ready(KEEL_STOP);
                 break;
             }
@@ -797,6 +795,7 @@ static keel_future *server_process(pserver *s)
             } else if (forwarding) {
                 if (s->pending_z > 0)
                     s->pending_z--;
+                prep_on_ready(s);
                 pstats *st = &c->pool->stats;
                 uint64_t now = keel_now_ns();
                 if (c->query_start_ns) {

@@ -56,6 +56,11 @@ if is_pgbouncer; then
     out=$("$pg_client" prepared -d "${md5//PORT/$pg_port}" 2>&1) || fail "prepared on PostgreSQL: $out"
     pass "prepared (against PostgreSQL directly; PgBouncer 1.18 lacks it)"
 else
+    # Two server connections: pg_client runs A and B in one thread, and B
+    # must not wait for a server that A holds inside BEGIN (a deadlock of
+    # the test's own making with one). A's and B's statements still move
+    # between both servers.
+    pool_with "${tx_settings[@]}" default_pool_size=2
     client prepared "$md5"
 fi
 
