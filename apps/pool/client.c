@@ -436,6 +436,15 @@ static keel_future *send_welcome(pclient *c)
     for (int i = 0; i < NVARS; i++)
         if (!sent[i] && c->vars.v[i])
             pgbuf_param_status(&b, var_names[i], c->vars.v[i]->s);
+    if (c->admin) { /* what PgBouncer's console tells psql about itself */
+        pgbuf_param_status(&b, "server_version", POOL_VERSION "/bouncer");
+        pgbuf_param_status(&b, "server_encoding", "UTF8");
+        if (!sent[VAR_ENCODING] && !c->vars.v[VAR_ENCODING])
+            pgbuf_param_status(&b, "client_encoding", "UTF8");
+        pgbuf_param_status(&b, "integer_datetimes", "on");
+        if (!c->vars.v[VAR_SCS])
+            pgbuf_param_status(&b, "standard_conforming_strings", "on");
+    }
     pgbuf_begin(&b, 'K');
     pgbuf_i32(&b, (int32_t)c->cancel_pid);
     pgbuf_i32(&b, (int32_t)c->cancel_key);
@@ -1122,8 +1131,11 @@ void client_accept(void *ctx, keel_conn *conn)
             snprintf(c->addr, sizeof(c->addr), "unix");
             struct ucred cred;
             socklen_t cl = sizeof(cred);
-            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0 && cred.uid == geteuid())
-                c->peer_ok = true;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
+                c->peer_ok = cred.uid == geteuid();
+                c->peer_pid = (uint32_t)cred.pid;
+            }
+            c->port = c->local_port = (uint16_t)pool_cfg->listen_port;
         } else {
             fmt_addr(&ss, c->addr, sizeof(c->addr), &c->port);
         }

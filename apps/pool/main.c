@@ -428,6 +428,7 @@ int main(int argc, char **argv)
     pool_config_free(pool_cfg);
     pool_auth_file_free(pool_users);
     pool_globals_free();
+    admin_free_retired();
     free(pool_cfg_path);
     return app.exit_status;
 }

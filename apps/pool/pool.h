@@ -103,8 +103,9 @@ struct ppool {
     pclient *wait_head, *wait_tail; /* clients waiting for a server, FIFO */
     int n_waiting;
     int n_clients_active;     /* logged-in clients of this pool on this shard */
-    pstats stats, stats_prev; /* stats_prev: at the last averages period */
-    pstats avg;
+    pstats stats, stats_prev; /* stats_prev: at the start of the stats_period */
+    pstats avg;               /* what the last whole stats_period added */
+    uint64_t stats_at_ns;
     /* What a client is sent after login: the first server's ParameterStatus. */
     pgbuf welcome;
     bool have_welcome;
@@ -146,6 +147,7 @@ struct pclient {
     pserver *server;
     pool_limit *db_limit, *user_limit;
     uint32_t cancel_pid, cancel_key;
+    uint32_t peer_pid; /* a Unix-socket client's pid (SO_PEERCRED) */
     uint8_t state;
     bool admin, admin_stats_only, closing, killed, linked_once;
     bool unix_sock, peer_ok, eof, terminated, close_logged, is_cancel;
@@ -217,6 +219,7 @@ typedef struct pool_shard {
     pserver *servers;
     int n_clients, n_servers;
     int n_logins;
+    uint64_t admin_queries;
     uint64_t next_id;
     pstr *strings[256];
     keel_abort_source stopping;
@@ -311,6 +314,7 @@ keel_future *admin_reload(void);
 void admin_pause_all(bool pause);
 void admin_shutdown_when_idle(void);
 void pool_globals_free(void);
+void admin_free_retired(void);
 extern uint64_t pool_start_ns;
 
 /* ---- helpers ------------------------------------------------------------------------- */

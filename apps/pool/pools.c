@@ -709,8 +709,32 @@ static uint64_t secs(double s)
     return s > 0 ? (uint64_t)(s * 1e9) : 0;
 }
 
+static void stats_period(ppool *p, uint64_t now)
+{
+    uint64_t period = secs(pool_cfg->stats_period > 0 ? pool_cfg->stats_period : 60);
+    if (!p->stats_at_ns) {
+        p->stats_at_ns = now;
+        return;
+    }
+    if (now - p->stats_at_ns < period)
+        return;
+#define D(f) p->avg.f = p->stats.f - p->stats_prev.f
+    D(xact_count);
+    D(query_count);
+    D(bytes_in);
+    D(bytes_out);
+    D(xact_us);
+    D(query_us);
+    D(wait_us);
+    D(server_assignments);
+#undef D
+    p->stats_prev = p->stats;
+    p->stats_at_ns = now;
+}
+
 static void janitor_pool(ppool *p, uint64_t now)
 {
+    stats_period(p, now);
     /* query_wait_timeout */
     uint64_t qwt = secs(pool_cfg->query_wait_timeout);
     while (qwt && p->wait_head && now - p->wait_head->wait_start_ns > qwt) {
