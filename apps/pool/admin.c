@@ -153,11 +153,12 @@ static void conn_row(shard_snap *ss, bool client, const void *obj, bool sockets)
         type = "S";
         user = s->pool->db->cfg->user ? s->pool->db->cfg->user : s->pool->user;
         db = s->pool->db->name;
-        state = sockets ? (s->state == SV_ACTIVE  ? "sv_active"
-                           : s->state == SV_IDLE  ? "sv_idle"
-                           : s->state == SV_USED  ? "sv_used"
-                           : s->state == SV_LOGIN ? "sv_login"
-                                                  : "sv_closed")
+        state = sockets ? (s->state == SV_ACTIVE   ? "sv_active"
+                           : s->state == SV_IDLE   ? "sv_idle"
+                           : s->state == SV_USED   ? "sv_used"
+                           : s->state == SV_LOGIN  ? "sv_login"
+                           : s->state == SV_TESTED ? "sv_tested"
+                                                   : "sv_closed")
                         : (s->state == SV_LOGIN ? "new" : server_state_name(s));
         addr = s->addr;
         laddr = "127.0.0.1";
@@ -283,6 +284,7 @@ static keel_future *collect(void *arg)
             ps->sv_idle = p->n_idle;
             ps->sv_used = p->n_used;
             ps->sv_login = p->n_login;
+            ps->sv_tested = p->n_tested;
             ps->oldest_wait_ns = p->wait_head ? now - p->wait_head->wait_start_ns : 0;
             ps->mode = p->mode;
             ps->stats = p->stats;

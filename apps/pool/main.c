@@ -388,6 +388,14 @@ int main(int argc, char **argv)
         free(pool_cfg_path);
         return 1;
     }
+    const char *at = pool_cfg->auth_type;
+    if (!strcmp(at, "hba") || !strcmp(at, "cert") || !strcmp(at, "pam")) {
+        fprintf(stderr,
+                "keel-pool: auth_type = %s is not supported yet: use md5, scram-sha-256, plain, "
+                "trust or any\n",
+                at);
+        return 1;
+    }
     if (pool_cfg->auth_file && *pool_cfg->auth_file) {
         pool_users = pool_auth_file_load(pool_cfg->auth_file, cfg_log, NULL);
         if (!pool_users)

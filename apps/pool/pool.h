@@ -98,8 +98,8 @@ struct ppool {
     char *user;
     pool_global *g;
     pool_mode mode;
-    pserver *idle, *active, *used, *login; /* server lists */
-    int n_idle, n_active, n_used, n_login;
+    pserver *idle, *active, *used, *login, *tested; /* server lists */
+    int n_idle, n_active, n_used, n_login, n_tested;
     pclient *wait_head, *wait_tail; /* clients waiting for a server, FIFO */
     int n_waiting;
     int n_clients_active;     /* logged-in clients of this pool on this shard */
@@ -173,7 +173,7 @@ struct pclient {
 
 /* ---- servers ------------------------------------------------------------------------- */
 
-enum server_state { SV_LOGIN, SV_IDLE, SV_ACTIVE, SV_USED, SV_CLOSED };
+enum server_state { SV_LOGIN, SV_IDLE, SV_ACTIVE, SV_USED, SV_TESTED, SV_CLOSED };
 
 struct pserver {
     keel_conn *conn;
@@ -201,7 +201,7 @@ struct pserver {
     pgbuf welcome;
     char *internal_error;
     keel_promise internal_p;
-    uint64_t connect_ns, request_ns, last_used_ns;
+    uint64_t connect_ns, request_ns, last_used_ns, checked_ns;
     char addr[64];
     uint16_t port, local_port;
     void *prep; /* prep.c's state: statements prepared on this connection */

@@ -479,7 +479,7 @@ static bool above_fair_share(const ppool *p)
     unsigned n = keel_shard_count(), me = shard_here()->id;
     int size = pool_size_of(p);
     int fair = size / (int)n + ((int)me < size % (int)n ? 1 : 0);
-    return p->n_idle + p->n_active + p->n_used + p->n_login > fair;
+    return p->n_idle + p->n_active + p->n_used + p->n_login + p->n_tested > fair;
 }
 
 /* Another shard's waiting client needs a slot: close one idle server here. */
@@ -558,6 +558,8 @@ static int other_shard_with(_Atomic int *counts)
     return -1;
 }
 
+static bool start_check_if_stale(pserver *s);
+
 /* Opens servers for waiting clients while the limits allow, counting the
  * ones already logging in. */
 void pool_kick_waiters(ppool *p)
@@ -569,9 +571,12 @@ void pool_kick_waiters(ppool *p)
         pool_fail_waiters(p, -ECONNREFUSED);
         return;
     }
-    while (p->wait_head && p->idle)
-        serve_waiter(p, p->idle);
-    int want = p->n_waiting - p->n_login;
+    while (p->wait_head && p->idle) {
+        pserver *s = p->idle;
+        if (!start_check_if_stale(s))
+            serve_waiter(p, s);
+    }
+    int want = p->n_waiting - p->n_login - p->n_tested;
     while (want > 0) {
         bool reserve = pool_cfg->reserve_pool_size > 0 && p->wait_head &&
                        keel_now_ns() - p->wait_head->wait_start_ns >
@@ -593,7 +598,7 @@ keel_future *pool_acquire(pclient *c)
     ppool *p = c->pool;
     c->wait_start_ns = keel_now_ns();
     if (!db_paused(p->db) && !p->wait_head) {
-        if (p->idle) {
+        if (p->idle && !start_check_if_stale(p->idle)) {
             pserver *s = p->idle;
             link_server(c, s);
             return keel_make_ready_ptr(s);
@@ -603,6 +608,35 @@ keel_future *pool_acquire(pclient *c)
     keel_future *f = keel_promise_init(&c->wait_p);
     pool_kick_waiters(p);
     return f;
+}
+
+static keel_future *checked(void *ctx, keel_result r)
+{
+    pserver *s = ctx;
+    if (s->state == SV_CLOSED)
+        return keel_make_ready(0);
+    if (r.err) {
+        server_close(s, "server check query failed");
+        return keel_make_ready(0);
+    }
+    s->checked_ns = keel_now_ns();
+    pool_server_ready(s);
+    return keel_make_ready(0);
+}
+
+/* server_check_delay: a server idle longer is tested with
+ * server_check_query before a client gets it (as "tested" in SHOW). */
+static bool start_check_if_stale(pserver *s)
+{
+    const char *q = pool_cfg->server_check_query;
+    if (!q || !*q || pool_cfg->server_check_delay < 0)
+        return false;
+    uint64_t last = s->last_used_ns > s->checked_ns ? s->last_used_ns : s->checked_ns;
+    if (keel_now_ns() - last <= (uint64_t)(pool_cfg->server_check_delay * 1e9))
+        return false;
+    server_set_state(s, SV_TESTED);
+    keel_detach(keel_then_wrapped(server_internal_query(s, q), checked, s));
+    return true;
 }
 
 void pool_server_ready(pserver *s)

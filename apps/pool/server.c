@@ -874,7 +874,10 @@ static keel_future *server_process(pserver *s)
             keel_conn_consume(sc, off);
         }
     }
-    if (internal_finished) {
+    if (release && s->stmt_violation && s->client) {
+        /* PgBouncer's rule and words: the client goes, the server is not clean. */
+        client_kill(s->client, "08P01", "transaction blocks not allowed in statement pooling mode");
+    } else if (internal_finished) {
         /* Its continuation may give s to a client or close it: after the walk. */
         internal_done(s, s->internal_error ? -EPROTO : 0);
     } else if (release && s->client) {
