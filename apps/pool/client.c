@@ -296,11 +296,7 @@ static keel_future *client_process(pclient *c)
         if (!s) {
             if (off) /* never: bytes before are forwarded only while a server is linked */
                 break;
-            if (db_disabled(c->pool->db) && !c->linked_once) {
-                client_kill(c, "08P01", "database does not allow connections");
-                return keel_make_ready(KEEL_STOP);
-            }
-            return keel_then(pool_acquire(c), acquired, c);
+            return keel_then_wrapped(pool_acquire(c), acquired, c);
         }
         if (prep_wants(c, t)) {
             if (len + 1 > CLIENT_INSPECT_MAX && t != 'B') {
@@ -377,6 +373,10 @@ static void client_end(void *ctx, keel_result r)
         pool_unwait(c);
     if (c->server)
         pool_release(c);
+    if (c->conn && c->state == CL_LOGIN && r.err == -ETIMEDOUT) {
+        /* The startup or password never came within client_login_timeout. */
+        client_kill(c, "08P01", "client_login_timeout");
+    }
     if (c->conn) {
         if (!c->close_logged && pool_cfg->log_disconnections && c->state != CL_LOGIN)
             client_log(c, "LOG", "closing because: %s (age=%llus)",
@@ -484,6 +484,8 @@ static keel_future *logged_in(pclient *c)
     pgbuf b = {0};
     pgbuf_auth(&b, 0, NULL, 0);
     send_buf(c, &b);
+    if (c->admin) /* the console has no pool */
+        return send_welcome(c);
     p->n_clients_active++;
     c->counted = true;
     if (p->have_welcome)
@@ -619,7 +621,7 @@ static keel_future *got_pw(void *ctx, keel_result r)
 {
     auth_job *j = ctx;
     pclient *c = j->c;
-    if (!c->conn || r.val == 0) {
+    if (!c->conn || r.err || r.val == 0) {
         free(j);
         if (c->conn)
             client_close_conn(c);
@@ -686,7 +688,7 @@ static keel_future *got_pw_header(void *ctx, keel_result r)
 {
     auth_job *j = ctx;
     pclient *c = j->c;
-    if (!c->conn || r.val == 0) {
+    if (!c->conn || r.err || r.val == 0) {
         free(j);
         if (c->conn)
             client_close_conn(c);
@@ -699,12 +701,12 @@ static keel_future *got_pw_header(void *ctx, keel_result r)
         free(j);
         return login_fail(c, "08P01", "invalid password packet length");
     }
-    return keel_then(keel_conn_read_exactly(c->conn, (size_t)len + 1), got_pw, j);
+    return keel_then_wrapped(keel_conn_read_exactly(c->conn, (size_t)len + 1), got_pw, j);
 }
 
 static keel_future *read_password_msg_job(auth_job *j)
 {
-    return keel_then(keel_conn_read_exactly(j->c->conn, 5), got_pw_header, j);
+    return keel_then_wrapped(keel_conn_read_exactly(j->c->conn, 5), got_pw_header, j);
 }
 
 static keel_future *scram_prepared(void *ctx, keel_result r)
@@ -952,8 +954,11 @@ static keel_future *start_login(pclient *c, const pg_startup *st)
         snprintf(msg, sizeof(msg), "no such database: %s", db);
         return login_fail(c, "08P01", msg);
     }
-    if (db_disabled(d))
-        return login_fail(c, "08P01", "database does not allow connections");
+    if (db_disabled(d)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "database \"%s\" is disabled", db);
+        return login_fail(c, "08P01", msg);
+    }
     const char *at = pool_cfg->auth_type;
     /* With auth_type any, or a database with a forced user, servers log in
      * as that user; the client's name is only a label. */

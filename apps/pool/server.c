@@ -291,7 +291,7 @@ static keel_future *login_msg(void *ctx, keel_result r)
             snprintf(j->user, sizeof(j->user), "%s", server_user(p));
             snprintf(j->secret, sizeof(j->secret), "%s", secret);
             memcpy(j->salt, salt, 4);
-            next = keel_then(keel_run_blocking(md5_job, j), md5_done, j);
+            next = keel_then_wrapped(keel_run_blocking(md5_job, j), md5_done, j);
         } else if (code == 10) { /* SASL: a list of mechanisms */
             bool scram = false;
             for (;;) {
@@ -352,7 +352,7 @@ static keel_future *login_msg(void *ctx, keel_result r)
                 j->need_salted = true;
                 snprintf(j->password, sizeof(j->password), "%s", secret);
             }
-            next = keel_then(keel_run_blocking(scram_final_job, j), scram_final_done, j);
+            next = keel_then_wrapped(keel_run_blocking(scram_final_job, j), scram_final_done, j);
         } else if (code == 12) { /* SASLFinal */
             size_t len = (size_t)(rd.end - rd.p);
             if (!s->scram || pool_scram_client_verify(s->scram, (const char *)rd.p, len)) {
@@ -567,7 +567,7 @@ static keel_future *connect_host(const char *host, uint16_t port, uint64_t timeo
     snprintf(cc->host, sizeof(cc->host), "%s", host);
     cc->port = port;
     cc->timeout_ns = timeout_ns;
-    return keel_then(keel_run_blocking(resolve_host, cc), resolved_connect, cc);
+    return keel_then_wrapped(keel_run_blocking(resolve_host, cc), resolved_connect, cc);
 }
 
 static void server_free(void *ctx, keel_result r)

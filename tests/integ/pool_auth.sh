@@ -4,7 +4,7 @@
 # SCRAM secrets also usable under auth_type md5), auth_query through
 # auth_user for users not in the auth_file, and the error texts a client
 # sees (PgBouncer 1.18's, recorded below).
-# shellcheck source-path=SCRIPTDIR
+# shellcheck source-path=SCRIPTDIR disable=SC2119,SC2016 # optional arguments; literal $1 of auth_query
 source "$(dirname "$0")/pool_lib.sh"
 pool_init "$@"
 

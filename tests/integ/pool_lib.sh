@@ -40,7 +40,7 @@
 #   wait_for SECS CMD...  polls CMD every 0.1 s until it succeeds
 #   bg_pids               array: PIDs of background jobs the script started
 #                         (killed with their children on exit)
-# shellcheck shell=bash disable=SC2034 # variables are the scripts'
+# shellcheck shell=bash disable=SC2034,SC2086,SC2119,SC2120 # variables are the scripts'; optional arguments
 set -euo pipefail
 
 pg_bindir=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -75,6 +75,7 @@ pool_init() {
     trap pool_cleanup EXIT
     trap 'exit 130' INT # an interrupt or a timeout's kill still cleans up
     trap 'exit 143' TERM
+    trap '' PIPE # a session's psql gone: writing to its FIFO fails, no kill
     [[ -x $pool_bin ]] || fail "no pooler binary at '$pool_bin'"
     [[ -x $pg_bindir/initdb ]] || fail "no PostgreSQL server binaries in $pg_bindir"
     local p
@@ -89,16 +90,18 @@ pool_cleanup() {
     local p kids
     set +e
     [[ -n $pool_pid ]] && { kill -9 "$pool_pid" && wait "$pool_pid"; } 2>/dev/null
-    for p in "${bg_pids[@]}" $(jobs -p); do
-        kids=$(pgrep -P "$p")
-        kill -9 $kids "$p" 2>/dev/null
-    done
-    wait 2>/dev/null
+    {
+        for p in "${bg_pids[@]}" $(jobs -p); do
+            kids=$(pgrep -P "$p")
+            kill -9 $kids "$p" # $kids: none, one or several PIDs
+        done
+        wait
+    } 2>/dev/null
     if [[ -n $pg_started ]]; then
         run_as_user "$pg_bindir/pg_ctl" -D "$tmp/data" stop -m immediate -s >/dev/null 2>&1
     fi
     [[ -n ${pool_save_log:-} ]] && cp "$tmp/pool.log" "$pool_save_log" 2>/dev/null
-    [[ -n ${tmp:-} && -d $tmp ]] && rm -rf "$tmp"
+    if [[ -n ${POOL_KEEP:-} ]]; then echo "kept $tmp"; elif [[ -n ${tmp:-} && -d $tmp ]]; then rm -rf "$tmp"; fi
 }
 
 fail() {
@@ -253,7 +256,7 @@ write_ini() {
 }
 
 pool_alive() {
-    [[ -n $pool_pid ]] && kill -0 "$pool_pid" 2>/dev/null || fail "the pooler is no longer running (crashed?)"
+    { [[ -n $pool_pid ]] && kill -0 "$pool_pid" 2>/dev/null; } || fail "the pooler is no longer running (crashed?)"
 }
 
 sanitizer_check() {
@@ -311,22 +314,22 @@ stop_pool() {
 pq() {
     local user=$1
     shift
-    PGPASSWORD=${PQPASS-${pw_of[$user]-}} PGCONNECT_TIMEOUT=10 \
+    PGPASSWORD=${PQPASS-${pw_of[$user]-}} PGCONNECT_TIMEOUT=10 timeout "${PQ_TIMEOUT:-30}" \
         psql -X -q -At -w -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pool_port" -U "$user" -d keeldb "$@"
 }
 
 admin() {
-    run_as_user env PGCONNECT_TIMEOUT=10 psql -X -q -At -w -v ON_ERROR_STOP=1 -h "$tmp" -p "$pool_port" \
+    run_as_user env PGCONNECT_TIMEOUT=10 timeout "${PQ_TIMEOUT:-30}" psql -X -q -At -w -v ON_ERROR_STOP=1 -h "$tmp" -p "$pool_port" \
         -U pgbouncer -d pgbouncer -c "$1"
 }
 
 admin_hdr() {
-    run_as_user env PGCONNECT_TIMEOUT=10 psql -X -q -A -F, -P footer=off -w -v ON_ERROR_STOP=1 \
+    run_as_user env PGCONNECT_TIMEOUT=10 timeout "${PQ_TIMEOUT:-30}" psql -X -q -A -F, -P footer=off -w -v ON_ERROR_STOP=1 \
         -h "$tmp" -p "$pool_port" -U pgbouncer -d pgbouncer -c "$1"
 }
 
 admin_tcp() {
-    PGPASSWORD=${pw_of[postgres]} PGCONNECT_TIMEOUT=10 psql -X -q -At -w -v ON_ERROR_STOP=1 \
+    PGPASSWORD=${pw_of[postgres]} PGCONNECT_TIMEOUT=10 timeout "${PQ_TIMEOUT:-30}" psql -X -q -At -w -v ON_ERROR_STOP=1 \
         -h 127.0.0.1 -p "$pool_port" -U postgres -d pgbouncer -c "$1"
 }
 
@@ -342,12 +345,13 @@ pg_keeldb_conns() {
 #   sess_open NAME USER         starts it (psql -At, errors do not stop it)
 #   sess_run NAME SQL [SECS]    sends SQL, waits (SECS, 10) until psql has
 #                               run it; prints what it printed (stdout and
-#                               stderr); fails on timeout. Returns 1 if psql
-#                               exited (its connection was lost).
+#                               stderr); fails the test on timeout. If psql
+#                               exited (connection lost), the output ends
+#                               with "[session NAME: psql exited]".
 #   sess_send NAME SQL          sends without waiting
 #   sess_close NAME             \q, waits for psql to exit
 #   sess_alive NAME             true while its psql runs
-declare -A sess_fd=() sess_pid=() sess_n=()
+declare -A sess_fd=() sess_pid=()
 sess_open() {
     local name=$1 user=$2 fd
     rm -f "$tmp/$name.in"
@@ -358,26 +362,28 @@ sess_open() {
     bg_pids+=($!)
     exec {fd}>"$tmp/$name.in"
     sess_fd[$name]=$fd
-    sess_n[$name]=0
-    sess_run "$name" "SELECT 1" >/dev/null || fail "session $name: could not connect: $(cat "$tmp/$name.out")"
+    [[ $(sess_run "$name" "SELECT 1") == 1 ]] || fail "session $name: could not connect: $(cat "$tmp/$name.out")"
 }
-sess_send() { printf '%s\n' "$2" >&"${sess_fd[$1]}" 2>/dev/null || true; }
+sess_send() { { printf '%s\n' "$2" >&"${sess_fd[$1]}"; } 2>/dev/null || true; }
 sess_alive() { kill -0 "${sess_pid[$1]}" 2>/dev/null; }
 sess_run() {
     local name=$1 secs=${3:-10} n i start
-    n=$((sess_n[$name] + 1))
-    sess_n[$name]=$n
+    # Unique without state: sess_run mostly runs in a $(...) subshell.
+    n=$BASHPID.$(date +%s%N)
     start=$(grep -c '' "$tmp/$name.out" || true)
-    sess_send "$name" "$2"
+    local sql=$2
+    [[ $sql == *\; || $sql == \\* ]] || sql+=";"
+    sess_send "$name" "$sql"
     sess_send "$name" "\\echo __mark_$n"
     for ((i = 0; i < secs * 20; i++)); do
         if grep -q "^__mark_$n\$" "$tmp/$name.out"; then
-            sed -n "$((start + 1)),\$p" "$tmp/$name.out" | grep -v '^__mark_'
+            sed -n "$((start + 1)),\$p" "$tmp/$name.out" | { grep -v '^__mark_' || true; }
             return 0
         fi
         if ! sess_alive "$name"; then
-            sed -n "$((start + 1)),\$p" "$tmp/$name.out" | grep -v '^__mark_'
-            return 1
+            sed -n "$((start + 1)),\$p" "$tmp/$name.out" | { grep -v '^__mark_' || true; }
+            echo "[session $name: psql exited]"
+            return 0
         fi
         sleep 0.05
     done
@@ -386,6 +392,7 @@ sess_run() {
 sess_close() {
     local name=$1
     sess_send "$name" '\q'
-    exec {sess_fd[$name]}>&-
+    local fd=${sess_fd[$name]}
+    exec {fd}>&-
     wait "${sess_pid[$name]}" 2>/dev/null || true
 }
