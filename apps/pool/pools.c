@@ -18,12 +18,16 @@
  *    a shard's client must wait because the pool is full, it messages a
  *    shard that has an idle server (keel_submit_to): that shard closes one
  *    idle server, which frees a slot, and the waiting shard opens its own.
- *    When a server becomes idle on a shard with no waiters while another
- *    shard has waiters, it does the same unasked. So no client waits while
- *    another shard holds an idle server for the same pool; the cost is a
- *    new PostgreSQL connection, paid only when load moves between shards
- *    (with clients spread by SO_REUSEPORT, both shards usually have
- *    waiters, and servers stay where they are).
+ *    A shard also gives a server up unasked when it goes idle while another
+ *    shard has waiters. The slot moves, not the socket: a server connection
+ *    stays on the ring that opened it, and the new one costs a PostgreSQL
+ *    login (a few ms).
+ *  - To keep that cost for when load really moves, a shard gives servers up
+ *    at once only above its fair share (pool_size / shards); at or below
+ *    it, only a server that stays idle for 20 ms while another shard's
+ *    clients wait (the janitor checks every 100 ms). Under even load, as
+ *    SO_REUSEPORT spreads clients, servers stay where they are; a shard
+ *    that goes quiet hands its idle servers to one that is busy.
  */
 #include <arpa/inet.h>
 #include <errno.h>
