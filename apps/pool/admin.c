@@ -1049,9 +1049,11 @@ static keel_future *act_on_shard(void *arg)
             if (!c->admin && c->conn && c->dbname && db_match(a, c->dbname))
                 client_kill(c, "08P01", "database removed");
         }
-        for (pserver *s = sh->servers; s; s = s->all_next)
+        for (pserver *s = sh->servers, *next; s; s = next) {
+            next = s->all_next; /* s may be freed by its close */
             if (s->state != SV_CLOSED && db_match(a, s->pool->db->name))
                 server_close(s, "database killed");
+        }
         break;
     case ACT_RECONNECT:
         for (pserver *s = sh->servers; s; s = s->all_next)

@@ -58,9 +58,10 @@ static keel_future *shard_stop(void *arg)
     (void)arg;
     pool_shard *sh = shard_here();
     keel_abort_source_request(&sh->stopping);
-    while (sh->clients && sh->clients->conn == NULL)
-        break;
-    for (pclient *c = sh->clients; c; c = c->next)
+    /* Closing may end a connection's loop at once and free it: the next
+     * one is read first. */
+    for (pclient *c = sh->clients, *next; c; c = next) {
+        next = c->next;
         if (c->conn) {
             if (c->waiting)
                 pool_unwait(c);
@@ -68,9 +69,12 @@ static keel_future *shard_stop(void *arg)
             c->conn = NULL;
             keel_detach(keel_conn_close(conn));
         }
-    for (pserver *s = sh->servers; s; s = s->all_next)
+    }
+    for (pserver *s = sh->servers, *next; s; s = next) {
+        next = s->all_next;
         if (s->state != SV_CLOSED)
             server_close(s, "shutting down");
+    }
     return keel_sleep(KEEL_MS(50)); /* let the loops end and free their objects */
 }
 

@@ -218,9 +218,11 @@ int pg_parse_startup(const uint8_t *pkt, size_t len, pg_startup *out, const char
             *why = "invalid startup packet layout: expected terminator as last byte";
             return -1;
         }
-        const char *vnul = memchr(value, 0, (size_t)(end - value) + 1);
+        /* The value's NUL must come before the last byte, which is the
+         * list's terminator (PostgreSQL's ProcessStartupPacket). */
+        const char *vnul = memchr(value, 0, (size_t)(end - value));
         if (!vnul) {
-            *why = "invalid startup packet layout";
+            *why = "invalid startup packet layout: expected terminator as last byte";
             return -1;
         }
         if (out->nparams == PG_MAX_STARTUP_PARAMS) {

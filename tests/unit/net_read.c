@@ -251,6 +251,96 @@ Test(net_read, peek_copy_and_consume_see_the_stream_in_order_across_receive_buff
     free(rd.big);
 }
 
+/* ---- copy_at across segments ------------------------------------------------------------ */
+
+/* Three writes, each received before the next is sent, so they land in
+ * separate segments; together they are more than one receive buffer. */
+enum { SEG1 = 3000, SEG2 = 2500, SEG3 = 1700, SEGS = SEG1 + SEG2 + SEG3 };
+
+static keel_future *copy_at_script(void *ctx, keel_result r)
+{
+    (void)ctx;
+    NP_BEGIN(&rd);
+    NP_AWAIT(&rd, np_listen(&rd.sv), copy_at_script);
+    NP_OK(r, 0);
+    NP_AWAIT(&rd, np_pair_open(&rd.sv, &rd.p), copy_at_script);
+    NP_OK(r, 0);
+    rd.big = malloc(SEGS);
+    np_fill(rd.big, 0, SEGS);
+    NP_AWAIT(&rd, keel_conn_write(rd.p.client, rd.big, SEG1), copy_at_script);
+    NP_OK(r, 0);
+    NP_AWAIT(&rd, keel_conn_read_exactly(rd.p.server, SEG1), copy_at_script);
+    NP_OK(r, SEG1);
+    NP_AWAIT(&rd, keel_conn_write(rd.p.client, rd.big + SEG1, SEG2), copy_at_script);
+    NP_OK(r, 0);
+    NP_AWAIT(&rd, keel_conn_read_exactly(rd.p.server, SEG1 + SEG2), copy_at_script);
+    NP_OK(r, SEG1 + SEG2);
+    NP_AWAIT(&rd, keel_conn_write(rd.p.client, rd.big + SEG1 + SEG2, SEG3), copy_at_script);
+    NP_OK(r, 0);
+    NP_AWAIT(&rd, keel_conn_read_exactly(rd.p.server, SEGS), copy_at_script);
+    NP_OK(r, SEGS);
+    {
+        /* The first segment ends where peek's contiguous run ends. */
+        size_t first = 0;
+        NP_TRUE(keel_conn_peek(rd.p.server, &first) != NULL);
+        NP_TRUE(first > 0 && first < SEGS);
+        /* Inside the first segment. */
+        memset(rd.big, 0, SEGS);
+        NP_EQ(keel_conn_copy_at(rd.p.server, 0, rd.big, 10), 10);
+        NP_EQ(np_mismatch(rd.big, 0, 10), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, 100, rd.big, 500), 500);
+        NP_EQ(np_mismatch(rd.big, 100, 500), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, first - 1, rd.big, 1), 1);
+        NP_EQ(np_mismatch(rd.big, first - 1, 1), SIZE_MAX);
+        /* Across the segment boundary, and starting exactly on it. */
+        NP_EQ(keel_conn_copy_at(rd.p.server, first - 7, rd.big, 20), 20);
+        NP_EQ(np_mismatch(rd.big, first - 7, 20), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, first, rd.big, 20), 20);
+        NP_EQ(np_mismatch(rd.big, first, 20), SIZE_MAX);
+        /* Across where each write ended, and across all of them. */
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEG1 - 10, rd.big, 20), 20);
+        NP_EQ(np_mismatch(rd.big, SEG1 - 10, 20), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEG1 + SEG2 - 10, rd.big, 20), 20);
+        NP_EQ(np_mismatch(rd.big, SEG1 + SEG2 - 10, 20), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, 1, rd.big, SEGS - 2), SEGS - 2);
+        NP_EQ(np_mismatch(rd.big, 1, SEGS - 2), SIZE_MAX);
+        /* n larger than what is left: what is left, and nothing past it in dst. */
+        memset(rd.buf, 0xaa, sizeof(rd.buf));
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEGS - 5, rd.buf, sizeof(rd.buf)), 5);
+        NP_EQ(np_mismatch(rd.buf, SEGS - 5, 5), SIZE_MAX);
+        NP_EQ((uint8_t)rd.buf[5], 0xaa);
+        NP_EQ(keel_conn_copy_at(rd.p.server, first, rd.big, SEGS), SEGS - first);
+        NP_EQ(np_mismatch(rd.big, first, SEGS - first), SIZE_MAX);
+        /* Exactly at the end, and past it: 0, dst untouched. */
+        memset(rd.buf, 0xaa, sizeof(rd.buf));
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEGS, rd.buf, sizeof(rd.buf)), 0);
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEGS + 1, rd.buf, sizeof(rd.buf)), 0);
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEGS + 5000, rd.buf, sizeof(rd.buf)), 0);
+        NP_EQ(keel_conn_copy_at(rd.p.server, 10, rd.buf, 0), 0);
+        NP_EQ((uint8_t)rd.buf[0], 0xaa);
+        /* Copying consumes nothing. */
+        NP_EQ(keel_conn_buffered(rd.p.server), SEGS);
+        /* Offsets count from the first unconsumed byte. */
+        keel_conn_consume(rd.p.server, first + 3);
+        NP_EQ(keel_conn_copy_at(rd.p.server, 0, rd.big, 10), 10);
+        NP_EQ(np_mismatch(rd.big, first + 3, 10), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEG1 + SEG2 - first - 3 - 4, rd.big, 8), 8);
+        NP_EQ(np_mismatch(rd.big, SEG1 + SEG2 - 4, 8), SIZE_MAX);
+        NP_EQ(keel_conn_copy_at(rd.p.server, SEGS - first - 3, rd.buf, 1), 0);
+    }
+    free(rd.big);
+    rd.big = NULL;
+    NP_AWAIT(&rd, np_pair_close(&rd.p), copy_at_script);
+    NP_OK(r, 2);
+    NP_END(&rd);
+}
+
+Test(net_read, copy_at_copies_from_an_offset_across_segments_and_stops_at_the_end)
+{
+    np_run_script(1, copy_at_script, &rd, 5000);
+    free(rd.big);
+}
+
 /* ---- reads bigger than the input limit ---------------------------------------------------- */
 
 /* The input limit pauses receiving until the reader consumes; a read
