@@ -180,7 +180,9 @@ static void *ring_at(seg_ring *r, uint32_t i, size_t item)
 static int ring_push(seg_ring *r, const void *v, size_t item)
 {
     if (r->count == r->cap) {
-        uint32_t cap = r->cap ? r->cap * 2 : 8;
+        /* Start small: most connections, idle or request/response, never
+         * hold more than two segments, and an idle one keeps its arrays. */
+        uint32_t cap = r->cap ? r->cap * 2 : 2;
         void *items = keel__alloc(cap * item);
         if (!items)
             return -ENOMEM;

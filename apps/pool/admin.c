@@ -123,6 +123,7 @@ static const char *client_state(const pclient *c)
 static void conn_row(shard_snap *ss, bool client, const void *obj, bool sockets)
 {
     char port[16], lport[16], ct[40], rt[40], wait[24], waitus[24], ptr[32], link[32], rpid[16];
+    char local[48] = "";
     const char *type, *user, *db, *state, *addr, *laddr, *app;
     long long close_needed = 0;
     pstr *appname = NULL;
@@ -134,9 +135,18 @@ static void conn_row(shard_snap *ss, bool client, const void *obj, bool sockets)
         db = c->dbname ? c->dbname : "";
         state = client_state(c);
         addr = c->addr;
-        laddr = c->unix_sock ? "unix" : c->local_addr;
+        /* The local address is looked up here, not kept per client. */
+        laddr = "unix";
+        uint16_t lp = c->local_port;
+        if (!c->unix_sock && c->conn) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof(ss);
+            if (getsockname(keel_conn_fd(c->conn), (struct sockaddr *)&ss, &sl) == 0)
+                fmt_addr(&ss, local, sizeof(local), &lp);
+            laddr = local;
+        }
         snprintf(port, sizeof(port), "%u", c->port);
-        snprintf(lport, sizeof(lport), "%u", c->local_port);
+        snprintf(lport, sizeof(lport), "%u", lp);
         fmt_time(ct, sizeof(ct), c->connect_ns);
         fmt_time(rt, sizeof(rt), c->request_ns);
         if (c->waiting)

@@ -157,7 +157,9 @@ static keel_future *admin_done(void *ctx, keel_result r)
     (void)r;
     if (!c->conn)
         return keel_make_ready(KEEL_STOP);
-    send_buf(c, &c->admin_out);
+    send_buf(c, c->admin_out);
+    free(c->admin_out);
+    c->admin_out = NULL;
     if (c->admin_close) {
         client_close_conn(c);
         return keel_make_ready(KEEL_STOP);
@@ -176,15 +178,20 @@ static keel_future *admin_message(pclient *c, uint8_t t, size_t total)
     keel_conn_copy(c->conn, m, total);
     keel_conn_consume(c->conn, total);
     m[total] = 0;
-    memset(&c->admin_out, 0, sizeof(c->admin_out));
+    c->admin_out = calloc(1, sizeof(*c->admin_out));
+    if (!c->admin_out) {
+        free(m);
+        client_kill(c, "53200", "out of memory");
+        return keel_make_ready(KEEL_STOP);
+    }
     keel_future *f;
     if (t == 'Q') {
-        f = admin_query(c, (const char *)m + 5, &c->admin_out);
+        f = admin_query(c, (const char *)m + 5, c->admin_out);
     } else {
-        pgbuf_error(&c->admin_out, 'E', "ERROR", "08P01",
+        pgbuf_error(c->admin_out, 'E', "ERROR", "08P01",
                     "admin console supports only the simple query protocol");
         if (t == 'S')
-            pgbuf_ready(&c->admin_out, 'I');
+            pgbuf_ready(c->admin_out, 'I');
         f = keel_make_ready(0);
     }
     free(m);
@@ -360,9 +367,14 @@ static void client_free(pclient *c)
     }
     pvars_clear(&c->vars);
     prep_client_free(c);
-    pgbuf_free(&c->admin_out);
-    free(c->user);
-    free(c->dbname);
+    if (c->admin_out) {
+        pgbuf_free(c->admin_out);
+        free(c->admin_out);
+    }
+    if (c->owns_user)
+        free(c->user);
+    if (c->owns_db)
+        free(c->dbname);
     free(c);
 }
 
@@ -452,6 +464,17 @@ static keel_future *send_welcome(pclient *c)
     pgbuf_ready(&b, 'I');
     send_buf(c, &b);
     c->state = CL_ACTIVE;
+    if (p && c->owns_db && !strcmp(c->dbname, p->db->name)) {
+        /* An idle client should cost little: share the pool's names. */
+        free(c->dbname);
+        c->dbname = p->db->name;
+        c->owns_db = false;
+    }
+    if (p && c->owns_user && !strcmp(c->user, p->user)) {
+        free(c->user);
+        c->user = p->user;
+        c->owns_user = false;
+    }
     if (pool_cfg->log_connections)
         client_log(c, "LOG", "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
     return keel_make_ready(0);
@@ -472,7 +495,7 @@ static keel_future *welcome_ready(void *ctx, keel_result r)
         return login_fail(c, "08P01", buf);
     }
     /* The server did its job: the login is done, the client starts idle. */
-    pool_release(c);
+    pool_release_unused(c);
     return send_welcome(c);
 }
 
@@ -907,6 +930,7 @@ static keel_future *start_login(pclient *c, const pg_startup *st)
         db = user;
     c->user = strdup(user);
     c->dbname = strdup(db);
+    c->owns_user = c->owns_db = true;
     if (!c->user || !c->dbname)
         return login_fail(c, "53200", "out of memory");
     for (int i = 0; i < st->nparams; i++) {
@@ -1145,9 +1169,6 @@ void client_accept(void *ctx, keel_conn *conn)
             fmt_addr(&ss, c->addr, sizeof(c->addr), &c->port);
         }
     }
-    sl = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family != AF_UNIX)
-        fmt_addr(&ss, c->local_addr, sizeof(c->local_addr), &c->local_port);
     c->next = sh->clients;
     if (sh->clients)
         sh->clients->prev = c;

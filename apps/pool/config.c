@@ -424,6 +424,9 @@ static int next_pair(parser *p, const char *s, size_t *pos, char **key, char **v
             if (s[i] == '\\' && s[i + 1]) {
                 v[vlen++] = s[i + 1];
                 i += 2;
+            } else if (s[i] == '\'' && s[i + 1] == '\'') {
+                v[vlen++] = '\''; /* '' is a quote, as PgBouncer reads it */
+                i += 2;
             } else if (s[i] == '\'') {
                 i++;
                 break;

@@ -153,19 +153,19 @@ struct pclient {
     bool unix_sock, peer_ok, eof, terminated, close_logged, is_cancel;
     bool auth_ok_sent, auth_plain, counted, counted_limits, admin_close;
     uint8_t auth_step;
-    size_t need; /* bytes the next read waits for (0: any) */
-    pgbuf admin_out;
+    size_t need;       /* bytes the next read waits for (0: any) */
+    pgbuf *admin_out;  /* the console's reply being built */
     uint32_t fwd_left; /* bytes of a client message still to forward */
     pvars vars;
+    /* Until login: owned copies from the startup packet; then the pool's. */
     char *user, *dbname;
+    bool owns_user, owns_db;
     uint64_t connect_ns, request_ns, wait_start_ns, xact_start_ns, query_start_ns;
     char addr[48];
     uint16_t port, local_port;
-    char local_addr[48];
     keel_promise wait_p; /* acquire */
     pclient *wait_next, *wait_prev;
     bool waiting;
-    keel_abort_source wait_abort;
     struct prep_map *prep; /* prepared statements: client name -> statement */
     pclient *prev, *next;  /* the shard's clients */
     uint64_t id;
@@ -269,6 +269,8 @@ pool_mode pool_mode_of(const pdb *db, const char *user);
 keel_future *pool_acquire(pclient *c);
 /* The client is done with its server: back to the pool, reset or closed. */
 void pool_release(pclient *c);
+/* The same for a server the client never used (its login's welcome). */
+void pool_release_unused(pclient *c);
 void pool_unwait(pclient *c);
 /* A server left the pool (closed): gives its slot to waiting clients. */
 void pool_server_gone(ppool *p);

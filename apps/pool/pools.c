@@ -684,6 +684,16 @@ static keel_future *reset_done(void *ctx, keel_result r)
     return keel_make_ready(0);
 }
 
+void pool_release_unused(pclient *c)
+{
+    pserver *s = c->server;
+    if (!s)
+        return;
+    c->server = NULL;
+    s->client = NULL;
+    pool_server_ready(s); /* the client sent nothing: no reset needed */
+}
+
 void pool_release(pclient *c)
 {
     pserver *s = c->server;
