@@ -1,6 +1,7 @@
 /* Connections: input from the shard's receive buffers, output queues with
  * one gathered send in flight, deadlines, backpressure and close. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -951,6 +952,9 @@ keel_conn *keel__conn_new(int fd)
 static void conn_free(keel__shard *s, keel_conn *c)
 {
     keel__net *n = s->net;
+    /* A detached socket goes back to the caller only if nothing it sent is
+     * lost: no input left unread, no error. */
+    bool hand_over = c->detaching && !c->in_bytes && !c->err;
     keel__timer_cancel(&c->read_timer);
     keel__timer_cancel(&c->write_timer);
     keel__timer_cancel(&c->idle_timer);
@@ -968,11 +972,31 @@ static void conn_free(keel__shard *s, keel_conn *c)
     c->next->prev = c->prev;
     n->stats.open--;
     keel_promise p = c->close_p;
-    close(c->fd);
+    int fd = c->fd;
+    bool detaching = c->detaching;
+    if (!hand_over)
+        close(fd);
     keel__free(c, sizeof(*c));
     if (n->draining && n->stats.open == 0 && keel_promise_pending(&n->drained))
         keel_promise_set_value(&n->drained, 0);
-    keel_promise_set_value(&p, 0);
+    if (detaching)
+        keel_promise_resolve(&p, hand_over ? keel_ok(fd) : keel_err(-EBUSY));
+    else
+        keel_promise_set_value(&p, 0);
+}
+
+keel_future *keel_conn_detach(keel_conn *c)
+{
+    c->detaching = true;
+    return keel_conn_close(c);
+}
+
+keel_conn *keel_conn_adopt(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+        return NULL;
+    return keel__conn_new(fd);
 }
 
 static void conn_maybe_finish_close(keel_conn *c)

@@ -49,6 +49,7 @@ struct keel_conn_s {
     bool send_inflight, send_queued, closing, shut_wr_pending;
     bool fail_on_close; /* close without flushing */
     bool recv_single;   /* one-shot recvs after a pause: see arm_recv */
+    bool detaching;     /* keel_conn_detach: keep the socket open at the end */
     uint32_t pinned;    /* bytes of shard receive buffers this connection holds */
     int inflight;       /* kernel ops holding this connection's memory */
     size_t read_n, read_scanned;

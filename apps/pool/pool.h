@@ -173,7 +173,7 @@ struct pclient {
 
 /* ---- servers ------------------------------------------------------------------------- */
 
-enum server_state { SV_LOGIN, SV_IDLE, SV_ACTIVE, SV_USED, SV_TESTED, SV_CLOSED };
+enum server_state { SV_LOGIN, SV_IDLE, SV_ACTIVE, SV_USED, SV_TESTED, SV_CLOSED, SV_MOVING };
 
 struct pserver {
     keel_conn *conn;
@@ -288,6 +288,8 @@ extern pool_limit *pool_db_limits, *pool_user_limits;
 
 void server_connect(ppool *p); /* counted already against the limits */
 void server_close(pserver *s, const char *reason);
+/* Moves idle s to shard `to` (its socket and session; no new login there). */
+void server_lend(pserver *s, unsigned to);
 /* Runs sql on s (which no client uses) and resolves when its ReadyForQuery
  * arrives: 0, or -EPROTO with s->internal_error set. */
 keel_future *server_internal_query(pserver *s, const char *sql);

@@ -16,18 +16,19 @@
  *  - Each shard publishes, per pool, how many idle servers it holds and how
  *    many clients wait (relaxed atomics written only by their shard). When
  *    a shard's client must wait because the pool is full, it messages a
- *    shard that has an idle server (keel_submit_to): that shard closes one
- *    idle server, which frees a slot, and the waiting shard opens its own.
- *    A shard also gives a server up unasked when it goes idle while another
- *    shard has waiters. The slot moves, not the socket: a server connection
- *    stays on the ring that opened it, and the new one costs a PostgreSQL
- *    login (a few ms).
- *  - To keep that cost for when load really moves, a shard gives servers up
- *    at once only above its fair share (pool_size / shards); at or below
- *    it, only a server that stays idle for 20 ms while another shard's
- *    clients wait (the janitor checks every 100 ms). Under even load, as
- *    SO_REUSEPORT spreads clients, servers stay where they are; a shard
- *    that goes quiet hands its idle servers to one that is busy.
+ *    shard that has an idle server (keel_submit_to), and that shard lends
+ *    it: the server connection is detached from its ring (keel_conn_detach:
+ *    the socket stays open, the PostgreSQL session goes on) and adopted by
+ *    the waiting shard (keel_conn_adopt), with its parameters and prepared
+ *    statements, in a few microseconds and no new login. Its slot in the
+ *    global count moves with it. A shard also lends a server unasked when
+ *    it goes idle while another shard has waiters.
+ *  - So that servers do not shuttle back and forth under even load, a shard
+ *    lends at once only above its fair share (pool_size / shards); at or
+ *    below it, only a server that stays idle for 20 ms while another
+ *    shard's clients wait (the janitor checks every 100 ms). As SO_REUSEPORT
+ *    spreads clients, servers mostly stay where they are; a shard that goes
+ *    quiet lends its idle servers to one that is busy.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -492,8 +493,6 @@ typedef struct give_msg {
     unsigned to;
 } give_msg;
 
-static keel_future *connect_for_waiters(void *arg);
-
 static void free_msg(give_msg *m)
 {
     free(m->db);
@@ -532,20 +531,8 @@ static keel_future *release_idle_for(void *arg)
     if (s && !above_fair_share(p) && keel_now_ns() - s->last_used_ns < KEEL_MS(20))
         s = NULL; /* busy here too: the janitor looks again */
     if (s) {
-        server_close(s, "given to another shard");
-        send_give(p, m->to, connect_for_waiters);
+        server_lend(s, m->to);
     }
-    free_msg(m);
-    return keel_make_ready(0);
-}
-
-/* On the waiting shard: a slot is free, open a server for the waiters. */
-static keel_future *connect_for_waiters(void *arg)
-{
-    give_msg *m = arg;
-    ppool *p = find_pool(m->db, m->user);
-    if (p)
-        pool_kick_waiters(p);
     free_msg(m);
     return keel_make_ready(0);
 }
@@ -666,8 +653,7 @@ void pool_server_ready(pserver *s)
      * login each time. The janitor hands over servers that stay idle. */
     int t = db_paused(p->db) || !above_fair_share(p) ? -1 : other_shard_with(p->g->waiting);
     if (t >= 0) {
-        server_close(s, "given to another shard");
-        send_give(p, (unsigned)t, connect_for_waiters);
+        server_lend(s, (unsigned)t);
     }
 }
 
@@ -815,8 +801,7 @@ static void janitor_pool(ppool *p, uint64_t now)
             s = s->next;
         int t = now - s->last_used_ns > KEEL_MS(20) ? other_shard_with(p->g->waiting) : -1;
         if (t >= 0) {
-            server_close(s, "given to another shard");
-            send_give(p, (unsigned)t, connect_for_waiters);
+            server_lend(s, (unsigned)t);
         }
     }
     /* min_pool_size: shard 0 keeps the minimum for every pool it has seen */

@@ -448,18 +448,27 @@ void prep_server_reset(pserver *s)
     ss->n = 0;
 }
 
-void prep_server_free(pserver *s)
+void prep_state_free(void *state)
 {
-    sprep_state *ss = s->prep;
+    sprep_state *ss = state;
     if (!ss)
         return;
-    prep_server_reset(s);
+    while (ss->stmts) {
+        sprep *p = ss->stmts;
+        ss->stmts = p->next;
+        free(p);
+    }
     while (ss->q_head) {
         pending *p = ss->q_head;
         ss->q_head = p->next;
         free(p);
     }
     free(ss);
+}
+
+void prep_server_free(pserver *s)
+{
+    prep_state_free(s->prep);
     s->prep = NULL;
 }
 

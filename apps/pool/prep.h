@@ -32,6 +32,8 @@ void prep_on_ready(pserver *s);
 /* The server's statements are gone (DISCARD ALL). */
 void prep_server_reset(pserver *s);
 void prep_server_free(pserver *s);
+/* Frees a server's prepared-statement state detached from its server. */
+void prep_state_free(void *state);
 void prep_client_free(pclient *c);
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "pool.h"
@@ -574,7 +575,7 @@ static void server_free(void *ctx, keel_result r)
 {
     pserver *s = ctx;
     (void)r;
-    if (s->state != SV_CLOSED)
+    if (s->state != SV_CLOSED && s->state != SV_MOVING)
         server_close(s, "server conn crashed?");
     pool_shard *sh = shard_here();
     if (s->all_prev)
@@ -625,7 +626,7 @@ void server_connect(ppool *p)
 
 void server_close(pserver *s, const char *reason)
 {
-    if (s->state == SV_CLOSED)
+    if (s->state == SV_CLOSED || s->state == SV_MOVING)
         return;
     ppool *p = s->pool;
     bool was_login = s->state == SV_LOGIN;
@@ -962,4 +963,145 @@ void server_send_cancel(pserver *s)
     uint64_t timeout = (uint64_t)(pool_cfg->server_connect_timeout * 1e9);
     keel_future *f = keel_then(connect_host(host, s->port, timeout), cancel_connected, cc);
     keel_on_done(f, free_cancel, cc);
+}
+
+/* ---- lending a server to another shard ----------------------------------------------------- */
+
+/* What a server connection carries to its new shard; the socket moves, the
+ * PostgreSQL session (and the statements prepared in it) goes on. */
+typedef struct lend_msg {
+    char *db, *user;
+    int fd;
+    unsigned to;
+    uint32_t be_pid, be_key;
+    char *vars[NVARS];
+    char addr[64];
+    uint16_t port, local_port;
+    uint64_t connect_ns;
+    void *prep;
+    pgbuf welcome; /* the pool's ParameterStatus set, for a shard that has none yet */
+} lend_msg;
+
+static void lend_msg_free(lend_msg *m)
+{
+    pgbuf_free(&m->welcome);
+    free(m->db);
+    free(m->user);
+    for (int i = 0; i < NVARS; i++)
+        free(m->vars[i]);
+    free(m);
+}
+
+/* A server that could not move is gone: its slot goes back. */
+static keel_future *lend_failed_here(void *arg)
+{
+    lend_msg *m = arg;
+    for (ppool *p = shard_here()->pools; p; p = p->next)
+        if (!strcmp(p->db->name, m->db) && !strcmp(p->user, m->user)) {
+            atomic_fetch_sub(&p->g->servers, 1);
+            pool_limit_server_dec(p);
+            pool_kick_waiters(p);
+            break;
+        }
+    prep_state_free(m->prep);
+    lend_msg_free(m);
+    return keel_make_ready(0);
+}
+
+static keel_future *adopt_here(void *arg)
+{
+    lend_msg *m = arg;
+    pool_shard *sh = shard_here();
+    ppool *p = NULL;
+    for (ppool *q = sh->pools; q; q = q->next)
+        if (!strcmp(q->db->name, m->db) && !strcmp(q->user, m->user))
+            p = q;
+    keel_conn *conn = p ? keel_conn_adopt(m->fd) : NULL;
+    pserver *s = conn ? calloc(1, sizeof(*s)) : NULL;
+    if (!s) {
+        if (conn)
+            keel_detach(keel_conn_close(conn));
+        else
+            close(m->fd);
+        m->fd = -1;
+        return lend_failed_here(m);
+    }
+    keel_conn_set_nodelay(conn, true);
+    s->conn = conn;
+    s->pool = p;
+    s->id = ++sh->next_id;
+    s->state = SV_CLOSED;
+    server_set_state(s, SV_LOGIN); /* counted while it joins; ready just below */
+    s->ready = true;
+    s->txn = 'I';
+    s->be_pid = m->be_pid;
+    s->be_key = m->be_key;
+    for (int i = 0; i < NVARS; i++)
+        if (m->vars[i])
+            pvars_set(&s->vars, i, m->vars[i]);
+    memcpy(s->addr, m->addr, sizeof(s->addr));
+    s->port = m->port;
+    s->local_port = m->local_port;
+    s->connect_ns = m->connect_ns;
+    s->last_used_ns = keel_now_ns();
+    s->prep = m->prep;
+    m->prep = NULL;
+    if (!p->have_welcome && m->welcome.len && !m->welcome.oom) {
+        pgbuf_free(&p->welcome);
+        p->welcome = m->welcome;
+        memset(&m->welcome, 0, sizeof(m->welcome));
+        p->have_welcome = true;
+    }
+    s->all_next = sh->servers;
+    if (sh->servers)
+        sh->servers->all_prev = s;
+    sh->servers = s;
+    sh->n_servers++;
+    lend_msg_free(m);
+    keel_on_done(server_loop(s), server_free, s);
+    pool_server_ready(s);
+    return keel_make_ready(0);
+}
+
+static void lent(void *ctx, keel_result r)
+{
+    lend_msg *m = ctx;
+    if (r.err) { /* it had unread input or had failed: closed instead */
+        keel_detach(keel_submit_to(m->to, lend_failed_here, m)); /* its waiters are there */
+        return;
+    }
+    m->fd = (int)r.val;
+    keel_detach(keel_submit_to(m->to, adopt_here, m));
+}
+
+void server_lend(pserver *s, unsigned to)
+{
+    ppool *p = s->pool;
+    lend_msg *m = calloc(1, sizeof(*m));
+    bool ok = m && (m->db = strdup(p->db->name)) && (m->user = strdup(p->user));
+    for (int i = 0; ok && i < NVARS; i++)
+        if (s->vars.v[i] && !(m->vars[i] = strdup(s->vars.v[i]->s)))
+            ok = false;
+    if (!ok) {
+        if (m)
+            lend_msg_free(m);
+        server_close(s, "given to another shard");
+        return;
+    }
+    m->to = to;
+    m->be_pid = s->be_pid;
+    m->be_key = s->be_key;
+    memcpy(m->addr, s->addr, sizeof(m->addr));
+    m->port = s->port;
+    m->local_port = s->local_port;
+    m->connect_ns = s->connect_ns;
+    m->prep = s->prep;
+    s->prep = NULL;
+    if (p->have_welcome)
+        pgbuf_put(&m->welcome, p->welcome.p, p->welcome.len);
+    /* Off this shard's lists; the slot in the global count moves with it. */
+    server_set_state(s, SV_MOVING);
+    keel_conn *conn = s->conn;
+    s->conn = NULL;
+    keel_on_done(keel_conn_detach(conn), lent, m);
 }

@@ -140,6 +140,18 @@ size_t keel_conn_queued(const keel_conn *c);
  * frees the connection. Pending read/write futures fail -ECANCELED. Resolves
  * to 0. c must not be used after the call. */
 keel_future *keel_conn_close(keel_conn *c);
+/* Stops using c but keeps its socket: flushes what is queued, stops
+ * reading, waits for c's in-flight operations, frees c and resolves to the
+ * socket's fd, which the caller then owns (to keel_conn_adopt it on another
+ * shard: a connection moves between shards this way). If input arrived
+ * that was not consumed, or c had failed, the socket is closed instead and
+ * the future fails with -EBUSY, so no byte is lost silently. */
+keel_future *keel_conn_detach(keel_conn *c);
+
+/* Wraps a connected socket (made non-blocking) as a connection of this
+ * shard, which now owns it. NULL on failure (the fd is left open). */
+keel_conn *keel_conn_adopt(int fd);
+
 /* Closes at once with a reset (SO_LINGER 0), dropping queued output. */
 void keel_conn_abort(keel_conn *c);
 
