@@ -610,19 +610,25 @@ static keel_future *auth_checked(void *ctx, keel_result r)
     return ok ? logged_in(c) : wrong_password(c);
 }
 
+/* After a blocking auth step: the client may have gone, or the step may
+ * have failed (then the login ends with msg). NULL: go on with j. */
+static keel_future *job_outcome(auth_job *j, const char *sqlstate, const char *msg)
+{
+    pclient *c = j->c;
+    if (c->conn && j->rc >= 0)
+        return NULL;
+    free(j);
+    return c->conn ? login_fail(c, sqlstate, msg) : keel_make_error(-ECANCELED);
+}
+
 static keel_future *scram_final_checked(void *ctx, keel_result r)
 {
     auth_job *j = ctx;
     pclient *c = j->c;
     (void)r;
-    if (!c->conn) {
-        free(j);
-        return keel_make_error(-ECANCELED);
-    }
-    if (j->rc < 0) {
-        free(j);
-        return login_fail(c, "28P01", "SASL authentication failed");
-    }
+    keel_future *end = job_outcome(j, "28P01", "SASL authentication failed");
+    if (end)
+        return end;
     ppool *p = c->pool;
     if (j->kind == POOL_SECRET_SCRAM && j->scram.have_client_key) {
         /* Pass-through: log in to PostgreSQL with the client's own keys. */
@@ -640,16 +646,25 @@ static keel_future *scram_final_checked(void *ctx, keel_result r)
 /* Reads the client's next 'p' message into j->response. */
 static keel_future *got_pw_header(void *ctx, keel_result r);
 
+/* A read of the password message ended the connection: NULL if it did not. */
+static keel_future *pw_read_failed(auth_job *j, keel_result r)
+{
+    pclient *c = j->c;
+    if (c->conn && !r.err && r.val > 0)
+        return NULL;
+    free(j);
+    if (c->conn)
+        client_close_conn(c);
+    return keel_make_error(-ECONNRESET);
+}
+
 static keel_future *got_pw(void *ctx, keel_result r)
 {
     auth_job *j = ctx;
     pclient *c = j->c;
-    if (!c->conn || r.err || r.val == 0) {
-        free(j);
-        if (c->conn)
-            client_close_conn(c);
-        return keel_make_error(-ECONNRESET);
-    }
+    keel_future *gone = pw_read_failed(j, r);
+    if (gone)
+        return gone;
     size_t n = (size_t)r.val;
     uint8_t h[5];
     keel_conn_copy(c->conn, h, 5);
@@ -711,12 +726,9 @@ static keel_future *got_pw_header(void *ctx, keel_result r)
 {
     auth_job *j = ctx;
     pclient *c = j->c;
-    if (!c->conn || r.err || r.val == 0) {
-        free(j);
-        if (c->conn)
-            client_close_conn(c);
-        return keel_make_error(-ECONNRESET);
-    }
+    keel_future *gone = pw_read_failed(j, r);
+    if (gone)
+        return gone;
     uint8_t h[5];
     keel_conn_copy(c->conn, h, 5);
     uint32_t len = pg_get32(h + 1);
@@ -737,14 +749,9 @@ static keel_future *scram_prepared(void *ctx, keel_result r)
     auth_job *j = ctx;
     pclient *c = j->c;
     (void)r;
-    if (!c->conn) {
-        free(j);
-        return keel_make_error(-ECANCELED);
-    }
-    if (j->rc < 0) {
-        free(j);
-        return login_fail(c, "08P01", "invalid SCRAM secret in auth_file");
-    }
+    keel_future *end = job_outcome(j, "08P01", "invalid SCRAM secret in auth_file");
+    if (end)
+        return end;
     pgbuf b = {0};
     pgbuf_auth(&b, 10, "SCRAM-SHA-256\0", 15);
     send_buf(c, &b);

@@ -435,11 +435,8 @@ void prep_on_ready(pserver *s)
         ss->q_tail = NULL;
 }
 
-void prep_server_reset(pserver *s)
+static void forget_all(sprep_state *ss)
 {
-    sprep_state *ss = s->prep;
-    if (!ss)
-        return;
     while (ss->stmts) {
         sprep *p = ss->stmts;
         ss->stmts = p->next;
@@ -448,16 +445,18 @@ void prep_server_reset(pserver *s)
     ss->n = 0;
 }
 
+void prep_server_reset(pserver *s)
+{
+    if (s->prep)
+        forget_all(s->prep);
+}
+
 void prep_state_free(void *state)
 {
     sprep_state *ss = state;
     if (!ss)
         return;
-    while (ss->stmts) {
-        sprep *p = ss->stmts;
-        ss->stmts = p->next;
-        free(p);
-    }
+    forget_all(ss);
     while (ss->q_head) {
         pending *p = ss->q_head;
         ss->q_head = p->next;

@@ -156,6 +156,21 @@ static void login_failed(pserver *s, const char *msg)
     server_close(s, msg);
 }
 
+/* Queues b's messages to the server and frees b. */
+static void send_to_server(pserver *s, pgbuf *b)
+{
+    if (!b->oom && s->conn)
+        keel_detach(keel_conn_write(s->conn, b->p, b->len));
+    pgbuf_free(b);
+}
+
+/* login_failed, as the result of a login step: the login ends. */
+static keel_future *login_stop(pserver *s, const char *msg)
+{
+    login_failed(s, msg);
+    return keel_make_ready(KEEL_STOP);
+}
+
 static keel_result md5_job(void *arg)
 {
     login_job *j = arg;
@@ -189,9 +204,7 @@ static void send_password_msg(pserver *s, const char *pw, size_t len)
     pgbuf_begin(&b, 'p');
     pgbuf_put(&b, pw, len);
     pgbuf_end(&b);
-    if (!b.oom)
-        keel_detach(keel_conn_write(s->conn, b.p, b.len));
-    pgbuf_free(&b);
+    send_to_server(s, &b);
 }
 
 static keel_future *md5_done(void *ctx, keel_result r)
@@ -232,9 +245,7 @@ static keel_future *scram_final_done(void *ctx, keel_result r)
     pgbuf_begin(&b, 'p');
     pgbuf_put(&b, j->out, strlen(j->out));
     pgbuf_end(&b);
-    if (!b.oom)
-        keel_detach(keel_conn_write(s->conn, b.p, b.len));
-    pgbuf_free(&b);
+    send_to_server(s, &b);
     free(j);
     return keel_make_ready(KEEL_CONTINUE);
 }
@@ -268,24 +279,22 @@ static keel_future *login_msg(void *ctx, keel_result r)
             break;
         if (code == 3) { /* cleartext */
             if (!secret || kind != POOL_SECRET_PLAIN) {
-                login_failed(s, "server asked for a cleartext password, which the auth_file "
-                                "does not hold for this user");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "server asked for a cleartext password, which the auth_file "
+                                     "does not hold for this user");
                 break;
             }
             send_password_msg(s, secret, strlen(secret) + 1);
         } else if (code == 5) { /* md5 */
             const uint8_t *salt = pgr_bytes(&rd, 4);
             if (!secret || kind == POOL_SECRET_SCRAM || !salt) {
-                login_failed(s, "server asked for an md5 password, which the auth_file does not "
-                                "hold for this user");
-                next = keel_make_ready(KEEL_STOP);
+                next =
+                    login_stop(s, "server asked for an md5 password, which the auth_file does not "
+                                  "hold for this user");
                 break;
             }
             login_job *j = calloc(1, sizeof(*j));
             if (!j) {
-                login_failed(s, "out of memory");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "out of memory");
                 break;
             }
             j->s = s;
@@ -306,16 +315,14 @@ static keel_future *login_msg(void *ctx, keel_result r)
                 (kind == POOL_SECRET_SCRAM && !p->have_scram_keys)) {
                 /* PgBouncer's words; with a SCRAM secret, no client has
                  * logged in with SCRAM yet to lend its keys. */
-                login_failed(s, "server login failed: wrong password type");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "server login failed: wrong password type");
                 break;
             }
             free(s->scram);
             s->scram = calloc(1, sizeof(*s->scram));
             char first[256];
             if (!s->scram || pool_scram_client_first(s->scram, first, sizeof(first)) < 0) {
-                login_failed(s, "out of memory");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "out of memory");
                 break;
             }
             pgbuf b = {0};
@@ -330,14 +337,12 @@ static keel_future *login_msg(void *ctx, keel_result r)
         } else if (code == 11) { /* SASLContinue: server-first-message */
             size_t len = (size_t)(rd.end - rd.p);
             if (!s->scram || pool_scram_client_server_first(s->scram, (const char *)rd.p, len)) {
-                login_failed(s, "invalid SCRAM server-first-message");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "invalid SCRAM server-first-message");
                 break;
             }
             login_job *j = calloc(1, sizeof(*j));
             if (!j) {
-                login_failed(s, "out of memory");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "out of memory");
                 break;
             }
             j->s = s;
@@ -357,12 +362,10 @@ static keel_future *login_msg(void *ctx, keel_result r)
         } else if (code == 12) { /* SASLFinal */
             size_t len = (size_t)(rd.end - rd.p);
             if (!s->scram || pool_scram_client_verify(s->scram, (const char *)rd.p, len)) {
-                login_failed(s, "SCRAM: the server's signature does not match");
-                next = keel_make_ready(KEEL_STOP);
+                next = login_stop(s, "SCRAM: the server's signature does not match");
             }
         } else {
-            login_failed(s, "server asked for an unsupported authentication method");
-            next = keel_make_ready(KEEL_STOP);
+            next = login_stop(s, "server asked for an unsupported authentication method");
         }
         break;
     }
@@ -382,8 +385,7 @@ static keel_future *login_msg(void *ctx, keel_result r)
         break;
     case 'E': {
         const char *msg = pg_error_field(m + 5, n - 5, 'M');
-        login_failed(s, msg ? msg : "login failed");
-        next = keel_make_ready(KEEL_STOP);
+        next = login_stop(s, msg ? msg : "login failed");
         break;
     }
     case 'N': break;
@@ -435,9 +437,7 @@ static void send_startup(pserver *s)
     }
     pgbuf_u8(&b, 0);
     pgbuf_end(&b);
-    if (!b.oom)
-        keel_detach(keel_conn_write(s->conn, b.p, b.len));
-    pgbuf_free(&b);
+    send_to_server(s, &b);
 }
 
 static keel_future *after_connect_query(void *ctx, keel_result r)
