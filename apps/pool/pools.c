@@ -21,14 +21,13 @@
  *    the socket stays open, the PostgreSQL session goes on) and adopted by
  *    the waiting shard (keel_conn_adopt), with its parameters and prepared
  *    statements, in a few microseconds and no new login. Its slot in the
- *    global count moves with it. A shard also lends a server unasked when
- *    it goes idle while another shard has waiters.
- *  - So that servers do not shuttle back and forth under even load, a shard
- *    lends at once only above its fair share (pool_size / shards); at or
- *    below it, only a server that stays idle for 20 ms while another
- *    shard's clients wait (the janitor checks every 100 ms). As SO_REUSEPORT
- *    spreads clients, servers mostly stay where they are; a shard that goes
- *    quiet lends its idle servers to one that is busy.
+ *    global count moves with it.
+ *  - Only a server idle for 5 ms is lent (LEND_IDLE_NS), when asked or by
+ *    the janitor (every 10 ms) for a shard whose clients wait: a server
+ *    between two transactions of a busy client is not surplus, and under
+ *    even load servers would otherwise shuttle between shards. A client
+ *    that waits while another shard holds an idle server so waits at most
+ *    about 15 ms.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,6 +51,13 @@ bool pool_verbose;
 uint64_t pool_start_ns;
 pool_limit *pool_db_limits, *pool_user_limits;
 _Atomic bool pool_paused_all, pool_suspended;
+
+/* A server lent to another shard must have been idle this long here: a
+ * server between two transactions of a busy client is not surplus, and
+ * lending it would only make that client wait in turn (servers would
+ * shuttle between shards under even load). The janitor looks this often. */
+#define LEND_IDLE_NS KEEL_MS(5)
+#define JANITOR_NS KEEL_MS(10)
 
 static pool_global *globals;
 static pthread_mutex_t globals_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -479,14 +485,6 @@ static void serve_waiter(ppool *p, pserver *s)
     keel_promise_resolve(&c->wait_p, keel_ok_ptr(s));
 }
 
-static bool above_fair_share(const ppool *p)
-{
-    unsigned n = keel_shard_count(), me = shard_here()->id;
-    int size = pool_size_of(p);
-    int fair = size / (int)n + ((int)me < size % (int)n ? 1 : 0);
-    return p->n_idle + p->n_active + p->n_used + p->n_login + p->n_tested > fair;
-}
-
 /* Another shard's waiting client needs a slot: close one idle server here. */
 typedef struct give_msg {
     char *db, *user;
@@ -528,8 +526,8 @@ static keel_future *release_idle_for(void *arg)
     pserver *s = p && p->idle && !p->n_waiting ? p->idle : NULL;
     while (s && s->next)
         s = s->next; /* the coldest */
-    if (s && !above_fair_share(p) && keel_now_ns() - s->last_used_ns < KEEL_MS(20))
-        s = NULL; /* busy here too: the janitor looks again */
+    if (s && keel_now_ns() - s->last_used_ns < LEND_IDLE_NS)
+        s = NULL; /* in use here too, between transactions: the janitor looks again */
     if (s) {
         server_lend(s, m->to);
     }
@@ -647,14 +645,6 @@ void pool_server_ready(pserver *s)
         return;
     }
     server_set_state(s, SV_IDLE);
-    /* Only a shard above its fair share gives servers away when it goes
-     * idle; below it, the other shard's wait is short (its own servers
-     * free up) and passing servers back and forth would cost a PostgreSQL
-     * login each time. The janitor hands over servers that stay idle. */
-    int t = db_paused(p->db) || !above_fair_share(p) ? -1 : other_shard_with(p->g->waiting);
-    if (t >= 0) {
-        server_lend(s, (unsigned)t);
-    }
 }
 
 static keel_future *reset_done(void *ctx, keel_result r)
@@ -799,7 +789,7 @@ static void janitor_pool(ppool *p, uint64_t now)
         pserver *s = p->idle;
         while (s->next)
             s = s->next;
-        int t = now - s->last_used_ns > KEEL_MS(20) ? other_shard_with(p->g->waiting) : -1;
+        int t = now - s->last_used_ns >= LEND_IDLE_NS ? other_shard_with(p->g->waiting) : -1;
         if (t >= 0) {
             server_lend(s, (unsigned)t);
         }
@@ -831,7 +821,7 @@ static keel_future *janitor_step(void *arg)
     for (ppool *p = shard_here()->pools; p; p = p->next)
         janitor_pool(p, now);
     pool_janitor_clients(now);
-    return keel_then_wrapped(keel_sleep_abortable(KEEL_MS(100), &shard_here()->stopping),
+    return keel_then_wrapped(keel_sleep_abortable(JANITOR_NS, &shard_here()->stopping),
                              janitor_again, NULL);
 }
 

@@ -1099,6 +1099,9 @@ void server_lend(pserver *s, unsigned to)
     s->prep = NULL;
     if (p->have_welcome)
         pgbuf_put(&m->welcome, p->welcome.p, p->welcome.len);
+    if (pool_verbose)
+        plog("S-%p: %s/%s@%s:%u lent to shard %u (idle %llu us)", (void *)s, p->db->name, p->user,
+             s->addr, s->port, to, (unsigned long long)((keel_now_ns() - s->last_used_ns) / 1000));
     /* Off this shard's lists; the slot in the global count moves with it. */
     server_set_state(s, SV_MOVING);
     keel_conn *conn = s->conn;
