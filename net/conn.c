@@ -181,9 +181,7 @@ static void *ring_at(seg_ring *r, uint32_t i, size_t item)
 static int ring_push(seg_ring *r, const void *v, size_t item)
 {
     if (r->count == r->cap) {
-        /* Start small: most connections, idle or request/response, never
-         * hold more than two segments, and an idle one keeps its arrays. */
-        uint32_t cap = r->cap ? r->cap * 2 : 2;
+        uint32_t cap = r->cap ? r->cap * 2 : 8;
         void *items = keel__alloc(cap * item);
         if (!items)
             return -ENOMEM;
@@ -231,7 +229,7 @@ static bool want_recv(const keel_conn *c)
 static size_t in_limit_now(const keel_conn *c)
 {
     if ((c->read_kind == READ_EXACT || c->read_kind == READ_UNTIL) && c->read_n >= c->in_limit)
-        return c->read_n + 1;
+        return (size_t)c->read_n + 1;
     return c->in_limit;
 }
 
@@ -300,7 +298,7 @@ static bool read_ready(keel_conn *c, keel_result *res)
             }
             pos += sg->len;
         }
-        c->read_scanned = pos < c->read_n ? pos : c->read_n;
+        c->read_scanned = (uint32_t)(pos < c->read_n ? pos : c->read_n);
         if (c->in_bytes >= c->read_n) {
             *res = keel_err(-EMSGSIZE);
             return true;
@@ -733,8 +731,10 @@ static keel_future *start_read(keel_conn *c, uint8_t kind, size_t n, uint8_t del
     assert(!keel_promise_pending(&c->read_p) && "one reader at a time");
     if (c->closing)
         return keel_make_error(-ECANCELED);
+    if (n > UINT32_MAX)
+        return keel_make_error(-EMSGSIZE);
     c->read_kind = kind;
-    c->read_n = n;
+    c->read_n = (uint32_t)n;
     c->read_delim = delim;
     c->read_scanned = 0;
     keel_result r;
@@ -875,8 +875,12 @@ void keel_conn_set_deadlines(keel_conn *c, uint64_t read_ns, uint64_t write_ns, 
 
 void keel_conn_set_limits(keel_conn *c, size_t out_bytes, size_t in_bytes)
 {
-    c->out_limit = out_bytes ? out_bytes : DEFAULT_OUT_LIMIT;
-    c->in_limit = in_bytes ? in_bytes : DEFAULT_IN_LIMIT;
+    c->out_limit = (uint32_t)(!out_bytes               ? DEFAULT_OUT_LIMIT
+                              : out_bytes > UINT32_MAX ? UINT32_MAX
+                                                       : out_bytes);
+    c->in_limit = (uint32_t)(!in_bytes               ? DEFAULT_IN_LIMIT
+                             : in_bytes > UINT32_MAX ? UINT32_MAX
+                                                     : in_bytes);
 }
 
 int keel_conn_set_nodelay(keel_conn *c, bool on)

@@ -47,18 +47,19 @@ struct keel_conn_s {
     uint8_t read_delim;
     bool recv_armed, recv_paused, recv_starved, eof;
     bool send_inflight, send_queued, closing, shut_wr_pending;
-    bool fail_on_close; /* close without flushing */
-    bool recv_single;   /* one-shot recvs after a pause: see arm_recv */
-    bool detaching;     /* keel_conn_detach: keep the socket open at the end */
-    uint32_t pinned;    /* bytes of shard receive buffers this connection holds */
-    int inflight;       /* kernel ops holding this connection's memory */
-    size_t read_n, read_scanned;
+    bool fail_on_close;            /* close without flushing */
+    bool recv_single;              /* one-shot recvs after a pause: see arm_recv */
+    bool detaching;                /* keel_conn_detach: keep the socket open at the end */
+    uint32_t pinned;               /* bytes of shard receive buffers this connection holds */
+    int inflight;                  /* kernel ops holding this connection's memory */
+    uint32_t read_n, read_scanned; /* a read waits for at most 4 GiB (start_read) */
     keel_promise read_p, write_p, flush_p, shut_p, close_p;
 
     seg_ring in; /* in_seg */
-    size_t in_bytes, in_limit;
-    seg_ring out; /* out_seg */
-    size_t out_bytes, out_limit;
+    size_t in_bytes;
+    uint32_t in_limit, out_limit; /* 32 bits: a connection's size sets what idle ones cost */
+    seg_ring out;                 /* out_seg */
+    size_t out_bytes;
     uint64_t queued_total, sent_total, flush_target;
     struct send_batch *batch; /* the sendmsg in flight, if any */
 

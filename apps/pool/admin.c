@@ -1012,6 +1012,13 @@ static void show_mem(snapshot *sn, pgbuf *out)
     uint32_t ty[5];
     table t;
     table_begin(&t, out, cols, types_of("siiii", ty), 5);
+    /* keel's own row: the heap the shards hold now (jemalloc's counters). */
+    long long heap = 0;
+    for (unsigned i = 0; i < keel_shard_count(); i++) {
+        keel_shard_stats st;
+        if (keel_shard_stats_get(i, &st) == 0)
+            heap += (long long)(st.bytes_allocated - st.bytes_deallocated);
+    }
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         char b[4][24];
         const char *v[5] = {rows[i].name, fmt_ll(b[0], (long long)rows[i].size),
@@ -1019,6 +1026,9 @@ static void show_mem(snapshot *sn, pgbuf *out)
                             fmt_ll(b[2], (long long)rows[i].size * rows[i].used)};
         table_row(&t, v);
     }
+    char hb[24];
+    const char *hv[5] = {"keel_shard_heap", "1", fmt_ll(hb, heap), "0", hb};
+    table_row(&t, hv);
     table_end(&t, "SHOW");
 }
 

@@ -102,21 +102,52 @@ static keel_future *client_got(void *ctx, keel_result r)
     if (!c->conn)
         return keel_make_ready(KEEL_STOP);
     if (r.val == 0) {
-        c->eof = true;
         return keel_make_ready(KEEL_STOP);
     }
     return client_process(c);
 }
 
-static keel_future *client_step(void *ctx)
+static void client_end(void *ctx, keel_result r);
+static void client_after(pclient *c, keel_future *f);
+
+static void client_read_done(void *ctx, keel_result r)
 {
     pclient *c = ctx;
-    if (!c->conn || c->closing)
-        return keel_make_ready(KEEL_STOP);
-    size_t need = c->need;
-    c->need = 0;
-    keel_future *rd = need ? keel_conn_read_exactly(c->conn, need) : keel_conn_read(c->conn);
-    return keel_then(rd, client_got, c);
+    client_after(c, r.err ? keel_make_error(r.err) : client_got(c, r));
+}
+
+static void client_step_done(void *ctx, keel_result r)
+{
+    client_after(ctx, keel_make_result(r));
+}
+
+/* The query loop, driven by callbacks rather than keel_repeat: an idle
+ * client then holds one future (its pending read) and no chain around it,
+ * which is most of what a pooler's 10,000 idle clients cost. f is the
+ * outcome of the last step: KEEL_CONTINUE reads again, KEEL_STOP or an
+ * error ends the client. */
+static void client_after(pclient *c, keel_future *f)
+{
+    for (;;) {
+        if (!keel_future_is_ready(f)) {
+            keel_on_done(f, client_step_done, c);
+            return;
+        }
+        keel_result r = keel_future_take(f);
+        if (r.err || r.val == KEEL_STOP || !c->conn || c->closing) {
+            client_end(c, r);
+            return;
+        }
+        size_t need = c->need;
+        c->need = 0;
+        keel_future *rd = need ? keel_conn_read_exactly(c->conn, need) : keel_conn_read(c->conn);
+        if (!keel_future_is_ready(rd)) {
+            keel_on_done(rd, client_read_done, c);
+            return;
+        }
+        keel_result got = keel_future_take(rd);
+        f = got.err ? keel_make_error(got.err) : client_got(c, got);
+    }
 }
 
 static keel_future *client_continue(void *ctx, keel_result r)
@@ -295,7 +326,7 @@ static keel_future *client_process(pclient *c)
                 return keel_make_ready(KEEL_STOP);
             }
             if (have < (size_t)len + 1) {
-                c->need = (size_t)len + 1;
+                c->need = len + 1;
                 break;
             }
             return admin_message(c, t, (size_t)len + 1);
@@ -317,7 +348,7 @@ static keel_future *client_process(pclient *c)
                     c->pool->stats.bytes_in += off;
                     keel_detach(keel_conn_forward(s->conn, cc, off));
                 }
-                c->need = want;
+                c->need = (uint32_t)want;
                 return keel_make_ready(KEEL_CONTINUE);
             }
             if (off) {
@@ -366,10 +397,11 @@ static void client_free(pclient *c)
         atomic_fetch_sub(&c->pool->user_limit->clients, 1);
     }
     pvars_clear(&c->vars);
-    prep_client_free(c);
-    if (c->admin_out) {
+    if (c->admin && c->admin_out) {
         pgbuf_free(c->admin_out);
         free(c->admin_out);
+    } else if (!c->admin) {
+        prep_client_free(c);
     }
     if (c->owns_user)
         free(c->user);
@@ -1088,7 +1120,6 @@ static keel_future *got_startup(void *ctx, keel_result r)
         f = keel_make_ready(KEEL_CONTINUE);
     } else if (st.code == PG_CANCEL_REQUEST) {
         route_cancel(&st);
-        c->is_cancel = true;
         client_close_conn(c);
         f = keel_make_error(-ECANCELED);
     } else {
@@ -1119,14 +1150,15 @@ static keel_future *startup_step(void *ctx)
     return keel_then(keel_conn_read_exactly(c->conn, 4), got_startup_len, c);
 }
 
-static keel_future *start_main_loop(void *ctx, keel_result r)
+static void login_done(void *ctx, keel_result r)
 {
     pclient *c = ctx;
-    (void)r;
-    if (!c->conn)
-        return keel_make_ready(0);
+    if (r.err || !c->conn) {
+        client_end(c, r);
+        return;
+    }
     keel_conn_set_deadlines(c->conn, 0, 0, 0);
-    return keel_repeat(client_step, c);
+    client_after(c, keel_make_ready(KEEL_CONTINUE));
 }
 
 static uint64_t rng_state;
@@ -1151,7 +1183,6 @@ void client_accept(void *ctx, keel_conn *conn)
         return;
     }
     c->conn = conn;
-    c->id = ++sh->next_id;
     c->connect_ns = c->request_ns = keel_now_ns();
     c->state = CL_LOGIN;
     /* The cancel key names the shard in its low byte, so a CancelRequest
@@ -1185,8 +1216,7 @@ void client_accept(void *ctx, keel_conn *conn)
     keel_conn_set_nodelay(conn, true);
     uint64_t login_ns = (uint64_t)(pool_cfg->client_login_timeout * 1e9);
     keel_conn_set_deadlines(conn, login_ns, 0, 0);
-    keel_future *f = keel_then(keel_repeat(startup_step, c), start_main_loop, c);
-    keel_on_done(f, client_end, c);
+    keel_on_done(keel_repeat(startup_step, c), login_done, c);
 }
 
 /* Client timeouts, from the janitor every 100 ms. */

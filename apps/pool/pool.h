@@ -145,30 +145,30 @@ struct pclient {
     keel_conn *conn;
     ppool *pool;
     pserver *server;
-    pool_limit *db_limit, *user_limit;
     uint32_t cancel_pid, cancel_key;
     uint32_t peer_pid; /* a Unix-socket client's pid (SO_PEERCRED) */
     uint8_t state;
-    bool admin, admin_stats_only, closing, killed, linked_once;
-    bool unix_sock, peer_ok, eof, terminated, close_logged, is_cancel;
-    bool auth_ok_sent, auth_plain, counted, counted_limits, admin_close;
     uint8_t auth_step;
-    size_t need;       /* bytes the next read waits for (0: any) */
-    pgbuf *admin_out;  /* the console's reply being built */
-    uint32_t fwd_left; /* bytes of a client message still to forward */
+    /* Flags as bits: an idle client's size is what 10,000 of them cost. */
+    bool admin : 1, admin_stats_only : 1, closing : 1, linked_once : 1;
+    bool unix_sock : 1, peer_ok : 1, terminated : 1, close_logged : 1;
+    bool auth_ok_sent : 1, auth_plain : 1, counted : 1, counted_limits : 1;
+    bool admin_close : 1, waiting : 1;
+    bool owns_user : 1, owns_db : 1; /* user/dbname: owned copies until login */
+    uint32_t need;                   /* bytes the next read waits for (0: any) */
+    uint32_t fwd_left;               /* bytes of a client message still to forward */
+    union {
+        pgbuf *admin_out;      /* the console's reply being built (console clients) */
+        struct prep_map *prep; /* prepared statements: client name -> statement (others) */
+    };
     pvars vars;
-    /* Until login: owned copies from the startup packet; then the pool's. */
     char *user, *dbname;
-    bool owns_user, owns_db;
     uint64_t connect_ns, request_ns, wait_start_ns, xact_start_ns, query_start_ns;
     char addr[48];
     uint16_t port, local_port;
     keel_promise wait_p; /* acquire */
     pclient *wait_next, *wait_prev;
-    bool waiting;
-    struct prep_map *prep; /* prepared statements: client name -> statement */
-    pclient *prev, *next;  /* the shard's clients */
-    uint64_t id;
+    pclient *prev, *next; /* the shard's clients */
 };
 
 /* ---- servers ------------------------------------------------------------------------- */

@@ -92,7 +92,8 @@ keel_future *keel_connect(const char *addr, uint16_t port, uint64_t timeout_ns);
  * 0 at end of stream, or an error (-ECONNRESET, -ETIMEDOUT for the read
  * deadline, ...). Data stays buffered until keel_conn_consume. */
 keel_future *keel_conn_read(keel_conn *c);
-/* Resolves to n once n bytes are buffered, 0 if the stream ends first. */
+/* Resolves to n once n bytes are buffered, 0 if the stream ends first
+ * (-EMSGSIZE for n over 4 GiB). */
 keel_future *keel_conn_read_exactly(keel_conn *c, size_t n);
 /* Resolves to the length up to and including the first `delim` byte once it
  * is buffered; -EMSGSIZE if max bytes are buffered without one; 0 at end of
