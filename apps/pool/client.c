@@ -160,6 +160,34 @@ static keel_future *client_continue(void *ctx, keel_result r)
     return keel_make_ready(c->conn ? KEEL_CONTINUE : KEEL_STOP);
 }
 
+static keel_future *acquired(void *ctx, keel_result r);
+
+/* The client's request, still waiting for a server, is cancelled: its
+ * messages up to the Query or Sync that ends it are dropped and the client
+ * gets what PostgreSQL answers a cancelled statement. If that end is not
+ * buffered yet, the request waits again (the cancel came too early). */
+static keel_future *cancel_queued(pclient *c)
+{
+    size_t have = keel_conn_buffered(c->conn), off = 0;
+    while (have - off >= 5) {
+        uint8_t h[5];
+        keel_conn_copy_at(c->conn, off, h, 5);
+        uint32_t len = pg_get32(h + 1);
+        if (len < 4 || have - off < (size_t)len + 1)
+            break;
+        off += (size_t)len + 1;
+        if (h[0] == 'Q' || h[0] == 'S') {
+            keel_conn_consume(c->conn, off);
+            pgbuf b = {0};
+            pgbuf_error(&b, 'E', "ERROR", "57014", "canceling statement due to user request");
+            pgbuf_ready(&b, 'I');
+            send_buf(c, &b);
+            return keel_make_ready(KEEL_CONTINUE);
+        }
+    }
+    return keel_then_wrapped(pool_acquire(c), acquired, c);
+}
+
 static keel_future *acquired(void *ctx, keel_result r)
 {
     pclient *c = ctx;
@@ -169,6 +197,8 @@ static keel_future *acquired(void *ctx, keel_result r)
         client_kill(c, "08P01", "query_wait_timeout");
         return keel_make_ready(KEEL_STOP);
     }
+    if (r.err == -ECANCELED) /* a CancelRequest while it waited for a server */
+        return cancel_queued(c);
     if (r.err) {
         ppool *p = c->pool;
         char msg[300];
@@ -1063,8 +1093,12 @@ keel_future *client_cancel_local(void *arg)
     cancel_req *q = arg;
     for (pclient *c = shard_here()->clients; c; c = c->next) {
         if (c->cancel_pid == q->pid && c->cancel_key == q->key) {
-            if (c->server && c->server->be_pid)
+            if (c->server && c->server->be_pid) {
                 server_send_cancel(c->server);
+            } else if (c->waiting) { /* no server runs it yet: cancel it here */
+                pool_unwait(c);
+                keel_promise_set_error(&c->wait_p, -ECANCELED);
+            }
             break;
         }
     }

@@ -21,13 +21,11 @@
  *    the socket stays open, the PostgreSQL session goes on) and adopted by
  *    the waiting shard (keel_conn_adopt), with its parameters and prepared
  *    statements, in a few microseconds and no new login. Its slot in the
- *    global count moves with it.
- *  - Only a server idle for 5 ms is lent (LEND_IDLE_NS), when asked or by
- *    the janitor (every 10 ms) for a shard whose clients wait: a server
- *    between two transactions of a busy client is not surplus, and under
- *    even load servers would otherwise shuttle between shards. A client
- *    that waits while another shard holds an idle server so waits at most
- *    about 15 ms.
+ *    global count moves with it. A shard also lends a server unasked when
+ *    it goes idle with no client of its own waiting while another shard's
+ *    clients wait, and the janitor (every 10 ms) catches any left over.
+ *    Lending costs microseconds, so it happens at once: no client waits
+ *    while another shard holds an idle server for its pool.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,11 +50,7 @@ uint64_t pool_start_ns;
 pool_limit *pool_db_limits, *pool_user_limits;
 _Atomic bool pool_paused_all, pool_suspended;
 
-/* A server lent to another shard must have been idle this long here: a
- * server between two transactions of a busy client is not surplus, and
- * lending it would only make that client wait in turn (servers would
- * shuttle between shards under even load). The janitor looks this often. */
-#define LEND_IDLE_NS KEEL_MS(5)
+/* How often the janitor looks at timeouts and idle servers. */
 #define JANITOR_NS KEEL_MS(10)
 
 static pool_global *globals;
@@ -526,11 +520,8 @@ static keel_future *release_idle_for(void *arg)
     pserver *s = p && p->idle && !p->n_waiting ? p->idle : NULL;
     while (s && s->next)
         s = s->next; /* the coldest */
-    if (s && keel_now_ns() - s->last_used_ns < LEND_IDLE_NS)
-        s = NULL; /* in use here too, between transactions: the janitor looks again */
-    if (s) {
+    if (s)
         server_lend(s, m->to);
-    }
     free_msg(m);
     return keel_make_ready(0);
 }
@@ -645,6 +636,9 @@ void pool_server_ready(pserver *s)
         return;
     }
     server_set_state(s, SV_IDLE);
+    int t = other_shard_with(p->g->waiting); /* no client here wants it: one there does */
+    if (t >= 0)
+        server_lend(s, (unsigned)t);
 }
 
 static keel_future *reset_done(void *ctx, keel_result r)
@@ -789,7 +783,7 @@ static void janitor_pool(ppool *p, uint64_t now)
         pserver *s = p->idle;
         while (s->next)
             s = s->next;
-        int t = now - s->last_used_ns >= LEND_IDLE_NS ? other_shard_with(p->g->waiting) : -1;
+        int t = other_shard_with(p->g->waiting);
         if (t >= 0) {
             server_lend(s, (unsigned)t);
         }

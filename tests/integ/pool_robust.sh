@@ -95,6 +95,24 @@ sess_run holder "COMMIT" >/dev/null
 pass "query_wait_timeout: the pool works on after it"
 sess_close holder
 
+if ! is_pgbouncer; then
+    # A cancel for a query still waiting for a server: keel-pool answers it
+    # as PostgreSQL would (psql sends the CancelRequest on SIGINT).
+    restart_pool pool_mode=transaction default_pool_size=1
+    sess_open holder md5_user
+    sess_run holder "BEGIN; SELECT 1" >/dev/null
+    t0=$SECONDS
+    out=$(PGPASSWORD=md5pass timeout --preserve-status -k 10 -s INT 1 psql -X -q -At -w \
+        -h 127.0.0.1 -p "$pool_port" -U md5_user -d keeldb -c "SELECT pg_sleep(20)" 2>&1) || true
+    dt=$((SECONDS - t0))
+    [[ $out == *"canceling statement due to user request"* ]] ||
+        fail "cancel while waiting for a server: got '$out'"
+    ((dt <= 8)) || fail "cancel while waiting for a server took $dt s"
+    sess_run holder "COMMIT" >/dev/null
+    sess_close holder
+    pass "a cancel of a query still waiting for a server answers 57014 at once (keel-only)"
+fi
+
 # --- client_login_timeout, bad startup packets ---
 restart_pool pool_mode=transaction default_pool_size=1 client_login_timeout=2
 # raw MODE: a Python client; prints what happened; exit 0 when the pooler
