@@ -573,7 +573,7 @@ static keel_future *logged_in(pclient *c)
         return send_welcome(c);
     p->n_clients_active++;
     c->counted = true;
-    if (p->have_welcome)
+    if (pool_welcome_take(p)) /* this shard's, or another's: no server needed to log in */
         return send_welcome(c);
     /* PgBouncer sends the server's parameters, so the first client of a
      * pool waits for the first server login. */

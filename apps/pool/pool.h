@@ -132,6 +132,10 @@ struct ppool {
  * can ask one with idle servers to give one up (pools.c explains). */
 struct pool_global {
     char *db, *user;
+    /* The first server's ParameterStatus set, for shards that have not
+     * logged in a server of their own (under globals_lock). */
+    pgbuf welcome;
+    _Atomic bool have_welcome;
     _Atomic int servers;
     _Atomic int *idle, *waiting; /* per shard */
     pool_global *next;
@@ -318,6 +322,9 @@ keel_future *admin_reload(void);
 void admin_pause_all(bool pause);
 void admin_shutdown_when_idle(void);
 void pool_globals_free(void);
+/* Publishes p's welcome for all shards, or takes the published one. */
+void pool_welcome_publish(ppool *p);
+bool pool_welcome_take(ppool *p);
 void admin_free_retired(void);
 extern uint64_t pool_start_ns;
 

@@ -828,6 +828,7 @@ void pool_globals_free(void)
 {
     for (pool_global *g = globals, *n; g; g = n) {
         n = g->next;
+        pgbuf_free(&g->welcome);
         free(g->db);
         free(g->user);
         free((void *)g->idle);
@@ -859,4 +860,36 @@ void fmt_addr(const struct sockaddr_storage *ss, char *addr, size_t len, uint16_
         snprintf(addr, len, "unix");
         *port = 0;
     }
+}
+
+void pool_welcome_publish(ppool *p)
+{
+    pool_global *g = p->g;
+    if (atomic_load(&g->have_welcome) || !p->have_welcome)
+        return;
+    pthread_mutex_lock(&globals_lock);
+    if (!g->have_welcome) {
+        pgbuf_put(&g->welcome, p->welcome.p, p->welcome.len);
+        if (!g->welcome.oom)
+            atomic_store(&g->have_welcome, true);
+    }
+    pthread_mutex_unlock(&globals_lock);
+}
+
+bool pool_welcome_take(ppool *p)
+{
+    pool_global *g = p->g;
+    if (p->have_welcome)
+        return true;
+    if (!atomic_load(&g->have_welcome))
+        return false;
+    pthread_mutex_lock(&globals_lock);
+    pgbuf_put(&p->welcome, g->welcome.p, g->welcome.len);
+    pthread_mutex_unlock(&globals_lock);
+    if (p->welcome.oom) {
+        pgbuf_free(&p->welcome);
+        return false;
+    }
+    p->have_welcome = true;
+    return true;
 }

@@ -469,6 +469,7 @@ static keel_future *logged_in(void *ctx, keel_result r)
         p->welcome = s->welcome;
         memset(&s->welcome, 0, sizeof(s->welcome));
         p->have_welcome = true;
+        pool_welcome_publish(p);
     }
     pgbuf_free(&s->welcome);
     free(p->login_error);
