@@ -21,11 +21,13 @@
  *    the socket stays open, the PostgreSQL session goes on) and adopted by
  *    the waiting shard (keel_conn_adopt), with its parameters and prepared
  *    statements, in a few microseconds and no new login. Its slot in the
- *    global count moves with it. A shard also lends a server unasked when
- *    it goes idle with no client of its own waiting while another shard's
- *    clients wait, and the janitor (every 10 ms) catches any left over.
- *    Lending costs microseconds, so it happens at once: no client waits
- *    while another shard holds an idle server for its pool.
+ *    global count moves with it. Lending costs microseconds, so an asked
+ *    shard lends an idle server at once: no client waits while another
+ *    shard holds an idle server for its pool (the janitor, every 10 ms,
+ *    catches any left over). Unasked, a shard lends a server that goes
+ *    idle only while it holds more than its fair share (pool_size /
+ *    shards): under even load both shards have waiters by turns, and
+ *    servers would otherwise shuttle between them.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -479,6 +481,14 @@ static void serve_waiter(ppool *p, pserver *s)
     keel_promise_resolve(&c->wait_p, keel_ok_ptr(s));
 }
 
+static bool above_fair_share(const ppool *p)
+{
+    unsigned n = keel_shard_count(), me = shard_here()->id;
+    int size = pool_size_of(p);
+    int fair = size / (int)n + ((int)me < size % (int)n ? 1 : 0);
+    return p->n_idle + p->n_active + p->n_used + p->n_login + p->n_tested > fair;
+}
+
 /* Another shard's waiting client needs a slot: close one idle server here. */
 typedef struct give_msg {
     char *db, *user;
@@ -636,7 +646,11 @@ void pool_server_ready(pserver *s)
         return;
     }
     server_set_state(s, SV_IDLE);
-    int t = other_shard_with(p->g->waiting); /* no client here wants it: one there does */
+    /* No client here wants it: one on another shard may. Unasked, only a
+     * shard above its fair share lends (under even load both shards have
+     * waiters by turns, and servers would shuttle); a waiting shard asks
+     * for what it needs (release_idle_for), and the janitor lends the rest. */
+    int t = above_fair_share(p) ? other_shard_with(p->g->waiting) : -1;
     if (t >= 0)
         server_lend(s, (unsigned)t);
 }
