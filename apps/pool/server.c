@@ -980,12 +980,10 @@ typedef struct lend_msg {
     uint16_t port, local_port;
     uint64_t connect_ns;
     void *prep;
-    pgbuf welcome; /* the pool's ParameterStatus set, for a shard that has none yet */
 } lend_msg;
 
 static void lend_msg_free(lend_msg *m)
 {
-    pgbuf_free(&m->welcome);
     free(m->db);
     free(m->user);
     for (int i = 0; i < NVARS; i++)
@@ -1047,12 +1045,6 @@ static keel_future *adopt_here(void *arg)
     s->last_used_ns = keel_now_ns();
     s->prep = m->prep;
     m->prep = NULL;
-    if (!p->have_welcome && m->welcome.len && !m->welcome.oom) {
-        pgbuf_free(&p->welcome);
-        p->welcome = m->welcome;
-        memset(&m->welcome, 0, sizeof(m->welcome));
-        p->have_welcome = true;
-    }
     s->all_next = sh->servers;
     if (sh->servers)
         sh->servers->all_prev = s;
@@ -1098,8 +1090,6 @@ void server_lend(pserver *s, unsigned to)
     m->connect_ns = s->connect_ns;
     m->prep = s->prep;
     s->prep = NULL;
-    if (p->have_welcome)
-        pgbuf_put(&m->welcome, p->welcome.p, p->welcome.len);
     if (pool_verbose)
         plog("S-%p: %s/%s@%s:%u lent to shard %u (idle %llu us)", (void *)s, p->db->name, p->user,
              s->addr, s->port, to, (unsigned long long)((keel_now_ns() - s->last_used_ns) / 1000));
