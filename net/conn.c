@@ -341,8 +341,10 @@ static void touch(keel__shard *s, keel_conn *c)
 static void conn_fail(keel_conn *c, int err)
 {
     keel__shard *s = keel__shard_self();
-    if (!c->err)
+    if (!c->err) {
         c->err = err;
+        NET(s)->stats.errors++;
+    }
     disarm_recv(s, c);
     check_read(c);
     keel__timer_cancel(&c->write_timer);

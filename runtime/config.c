@@ -16,6 +16,10 @@ void keel_config_init(keel_config *c)
     c->blocking_threads = 4;
     c->ring_entries = 1024;
     c->handle_signals = true;
+    c->stall_threshold_ms = 25;
+    c->metrics_port = -1;
+    c->metrics_address = "0.0.0.0";
+    c->trace_buffer_kb = 8192;
     const char *v;
     if ((v = getenv("KEEL_SHARDS")) && *v) {
         char *end;
@@ -40,7 +44,15 @@ const char *keel_config_usage(void)
            "                        affinity mask; $KEEL_CPUSET)\n"
            "  --backend uring|epoll reactor backend (default: io_uring if the kernel allows it;\n"
            "                        $KEEL_BACKEND)\n"
-           "  --task-quota-us N     run tasks this long before polling I/O (default 500)\n";
+           "  --task-quota-us N     run tasks this long before polling I/O (default 500)\n"
+           "  --stall-threshold-ms N  report a task that holds a shard longer, with a\n"
+           "                        backtrace (default 25; 0: off)\n"
+           "  --metrics-port N      serve Prometheus metrics on http://ADDR:N/metrics\n"
+           "                        (default: off; 0: any free port, logged at start)\n"
+           "  --metrics-address A   address of the metrics server (default 0.0.0.0)\n"
+           "  --trace FILE          record a per-shard trace from the start; written as\n"
+           "                        Chrome/Perfetto JSON at exit (or GET /trace/stop)\n"
+           "  --trace-buffer-kb N   trace ring per shard, oldest events dropped (default 8192)\n";
 }
 
 int keel__parse_uint(const char *opt, const char *v, unsigned long max, unsigned *out)
@@ -118,14 +130,41 @@ static int take_runtime_option(void *ctx, size_t which, const char *val)
             err = -KEEL_EBADCONFIG;
         }
         break;
+    case 4: err = keel__parse_uint("--stall-threshold-ms", val, 3600000, &c->stall_threshold_ms); break;
+    case 5: {
+        unsigned port;
+        err = keel__parse_uint("--metrics-port", val, 65535, &port);
+        if (!err)
+            c->metrics_port = (int)port;
+        break;
+    }
+    case 6: c->metrics_address = val; break;
+    case 7:
+        if (!*val) {
+            fprintf(stderr, "keel: --trace needs a file name\n");
+            err = -KEEL_EBADCONFIG;
+        }
+        c->trace_file = val;
+        break;
+    case 8:
+        err = keel__parse_uint("--trace-buffer-kb", val, 16u << 20, &c->trace_buffer_kb);
+        if (!err && c->trace_buffer_kb < 16) {
+            fprintf(stderr, "keel: --trace-buffer-kb must be at least 16\n");
+            err = -KEEL_EBADCONFIG;
+        }
+        break;
     }
     return err;
 }
 
 int keel_config_parse_args(keel_config *c, int *argc, char **argv)
 {
-    static const char *const opts[] = {"--shards", "--cpuset", "--backend", "--task-quota-us"};
-    return keel__take_options(argc, argv, opts, 4, take_runtime_option, c);
+    static const char *const opts[] = {"--shards",          "--cpuset",          "--backend",
+                                       "--task-quota-us",   "--stall-threshold-ms",
+                                       "--metrics-port",    "--metrics-address", "--trace",
+                                       "--trace-buffer-kb"};
+    return keel__take_options(argc, argv, opts, sizeof(opts) / sizeof(opts[0]),
+                              take_runtime_option, c);
 }
 
 /* Parses "0-3,6" into set. Returns 0 or -KEEL_EBADCONFIG (logged). */

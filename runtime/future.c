@@ -12,6 +12,7 @@ static inline keel_future *fut_alloc(keel__shard *s)
     f->flags = 0;
     f->next = NULL;
     f->qnext = NULL;
+    f->group = s->cur_group;
     f->shard = (uint16_t)s->id;
     return f;
 }
@@ -56,6 +57,13 @@ static bool can_inline(keel__shard *s)
     return s->inline_depth < KEEL__MAX_INLINE_DEPTH;
 }
 
+/* A continuation of another scheduling group is queued to its group, never
+ * run inline: its CPU is then charged to its own group, and shares hold. */
+static bool can_inline_cont(keel__shard *s, const keel_future *f)
+{
+    return s->inline_depth < KEEL__MAX_INLINE_DEPTH && f->group == s->cur_group;
+}
+
 /* Makes `target` (a continuation's output future) resolve as `h` does.
  * When target already has its consumer, that consumer moves onto h and
  * target is freed: a loop written as recursion (each step returns the next
@@ -74,11 +82,18 @@ static void link_result(keel__shard *s, keel_future *h, keel_future *target)
         h->fn = target->fn;
         h->ctx = target->ctx;
         h->next = target->next;
+        h->group = target->group;
         fut_free(s, target);
     } else {
         h->kind = KEEL__C_FORWARD;
         h->next = target;
+        h->group = target->group;
     }
+}
+
+void keel__future_link(keel__shard *s, keel_future *h, keel_future *target)
+{
+    link_result(s, h, target);
 }
 
 /* Runs f's continuation with f's result; f is freed. */
@@ -135,7 +150,7 @@ void keel__future_resolve(keel_future *f, keel_result r)
         fut_free(s, f);
         return;
     }
-    if (can_inline(s)) {
+    if (can_inline_cont(s, f)) {
         s->stats.inline_runs++;
         keel__run_continuation(s, f);
     } else {
@@ -180,6 +195,7 @@ static keel_future *attach(keel_future *f, uint8_t kind, keel_then_fn then, keel
     }
     keel_future *next = fut_alloc(s);
     f->kind = kind;
+    f->group = s->cur_group; /* the continuation runs in the attaching group */
     f->ctx = ctx;
     f->next = next;
     if (kind == KEEL__C_FINALLY)
@@ -219,6 +235,7 @@ void keel_on_done(keel_future *f, keel_finally_fn fn, void *ctx)
     f->kind = KEEL__C_ON_DONE;
     f->fn.fin = fn;
     f->ctx = ctx;
+    f->group = s->cur_group;
     if (f->state == KEEL__F_READY) {
         if (can_inline(s)) {
             s->stats.inline_runs++;
@@ -241,6 +258,7 @@ void keel_detach(keel_future *f)
         return;
     }
     f->kind = KEEL__C_DETACH;
+    f->group = s->cur_group;
 }
 
 keel_future *keel_promise_init(keel_promise *p)

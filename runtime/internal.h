@@ -27,6 +27,8 @@
  * entering the kernel, but enters at least this often to reap I/O. */
 #define KEEL__IO_POLL_NS 50000ull
 
+typedef struct keel__shard keel__shard;
+
 /* ---- logging ------------------------------------------------------------ */
 
 void keel__log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -80,6 +82,9 @@ enum { KEEL__F_PENDING = 0, KEEL__F_READY = 1 };
 
 /* On the run queue to be resolved (keel_yield), not to run a continuation. */
 #define KEEL__FF_YIELD 1
+/* On the run queue to call ctx as keel_future *(*)(void *) with the arg in
+ * `result.ptr` and link its outcome to `next` (keel_with_sched_group). */
+#define KEEL__FF_CALL 2
 
 enum {
     KEEL__C_NONE = 0, /* no consumer yet */
@@ -104,6 +109,7 @@ struct keel_future_s {
     uint8_t state;
     uint8_t kind;
     uint8_t flags;  /* KEEL__FF_* */
+    uint8_t group;  /* scheduling group its continuation runs in (set at attach) */
     uint16_t shard; /* owner, for debug assertions */
 };
 _Static_assert(sizeof(struct keel_future_s) <= 64, "a future fits one slab-64 object");
@@ -112,6 +118,8 @@ _Static_assert(sizeof(struct keel_future_s) <= 64, "a future fits one slab-64 ob
 keel_future *keel__future_new(void);
 /* Resolves a pending future: runs or queues its continuation. */
 void keel__future_resolve(keel_future *f, keel_result r);
+/* Makes target resolve as h does (h: a future a continuation returned). */
+void keel__future_link(keel__shard *s, keel_future *h, keel_future *target);
 
 /* ---- timers -------------------------------------------------------------- */
 
@@ -223,6 +231,17 @@ typedef struct keel__msg keel__msg;
 struct keel__ring; /* a ck_ring on cache lines of its own */
 typedef struct keel__job keel__job;
 
+/* ---- scheduling groups (sched/group.c) ----------------------------------- */
+
+typedef struct keel__group_rq {
+    keel_future *head, *tail;
+    uint64_t len;
+    uint64_t vruntime;       /* runtime scaled by 1/shares, for the pick */
+    uint64_t runnable_since; /* when it last started waiting for the CPU */
+    uint64_t runtime_ns, tasks, wait_ns, waits;
+    uint64_t wait_hist[KEEL_SCHED_LATENCY_BUCKETS];
+} keel__group_rq;
+
 /* ---- the shard ----------------------------------------------------------- */
 
 enum { KEEL__RUNNING = 0, KEEL__STOPPING, KEEL__DRAINED };
@@ -245,8 +264,12 @@ struct keel__shard {
     int cpu;
     pthread_t thread;
 
-    keel_future *rq_head, *rq_tail;
-    size_t rq_len;
+    /* Run queues, one per scheduling group (sched/group.c). */
+    keel__group_rq groups[KEEL_MAX_SCHED_GROUPS];
+    uint32_t runnable; /* bit g: groups[g] has queued tasks */
+    uint8_t cur_group; /* group of the running task */
+    uint64_t vtime;    /* virtual time of the last group picked */
+    unsigned check_every; /* tasks between clock reads in a run (adaptive) */
     unsigned inline_depth;
     uint64_t now_ns;
     uint64_t quota_ns;
@@ -281,7 +304,19 @@ struct keel__shard {
     bool hooks_done;
 
     uint64_t *je_allocatedp, *je_deallocatedp;
+    unsigned je_arena; /* the shard's jemalloc arena + 1; 0: none */
     keel_shard_stats stats;
+
+    /* Stall detector (sched/stall.c): the loop stores the time of its last
+     * progress mark; the shard's CPU-time timer signal reads it. */
+    volatile uint64_t stall_mark_ns; /* 0: waiting in the kernel */
+    volatile uint64_t stall_reported_mark;
+    uint64_t stall_window_start_ns;
+    uint32_t stall_window_reports;
+    void *stall_timer; /* timer_t, created on the shard thread */
+    bool stall_timer_ok;
+
+    void *trace; /* sched/trace.c per-shard ring, or NULL */
 };
 
 typedef struct keel__runtime {
@@ -326,11 +361,78 @@ void keel__timers_expire(keel__shard *s);
 uint64_t keel__timers_next_ns(keel__shard *s); /* UINT64_MAX: none */
 void keel__timers_cancel_all(keel__shard *s);
 
-/* runtime/sched.c: run queue */
+/* sched/group.c: run queues by group */
 void keel__rq_push(keel__shard *s, keel_future *f);
+static inline bool keel__rq_empty(const keel__shard *s)
+{
+    return s->runnable == 0;
+}
+size_t keel__rq_len(const keel__shard *s);
 /* Returns whether it stopped because the quota was spent. */
 bool keel__run_tasks(keel__shard *s);
 void keel__run_continuation(keel__shard *s, keel_future *f);
+void keel__sched_shard_init(keel__shard *s);
+
+/* sched/stall.c: the stall detector (config.stall_threshold_ms). */
+int keel__stall_setup(const keel_config *c); /* process-wide, before shards */
+void keel__stall_shard_init(keel__shard *s);
+void keel__stall_shard_fini(keel__shard *s);
+/* The loop made progress at now: a stall is counted from here. */
+static inline void keel__stall_mark(keel__shard *s, uint64_t now)
+{
+    s->stall_mark_ns = now;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+/* sched/metrics.c: the /metrics server, started on shard 0 by keel_run. */
+void keel__metrics_start(void);
+
+/* ---- tracing (sched/trace.c) ----------------------------------------------
+ * Cost when off: one load of a read-mostly global and a branch. */
+extern _Atomic int keel__trace_on;
+#define KEEL__TRACING() KEEL__UNLIKELY(atomic_load_explicit(&keel__trace_on, memory_order_relaxed))
+
+enum {
+    KEEL__EV_TASK = 1,     /* a = group, t0..t1: a task (or run of tasks) ran */
+    KEEL__EV_IO_SUBMIT,    /* a = op type, b = fd */
+    KEEL__EV_IO_COMPLETE,  /* a = op type, b = result */
+    KEEL__EV_MSG_SEND,     /* a = target shard, b = flow id */
+    KEEL__EV_MSG_RECV,     /* a = source shard, b = flow id */
+    KEEL__EV_SLEEP,        /* t0..t1: waited in the kernel */
+};
+void keel__trace_record(keel__shard *s, uint8_t type, uint64_t t0, uint64_t t1, uint32_t a,
+                        int64_t b);
+/* Process-wide setup/teardown at keel_run (config.trace_file, buffer). */
+int keel__trace_setup(const keel_config *c);
+void keel__trace_shard_init(keel__shard *s);
+void keel__trace_shard_fini(keel__shard *s); /* writes the file at exit if still on */
+void keel__trace_teardown(void);
+static inline void keel__trace_io(keel__shard *s, uint8_t type, uint32_t op, int64_t v)
+{
+    if (KEEL__TRACING())
+        keel__trace_record(s, type, keel__clock_ns(), 0, op, v);
+}
+
+/* Backends call this for every completion they dispatch. */
+static inline void keel__op_complete(keel__shard *s, keel__op *op, int res, uint32_t flags)
+{
+    keel__trace_io(s, KEEL__EV_IO_COMPLETE, op->type, res);
+    op->complete(op, res, flags);
+}
+
+/* Backends call this when the kernel returns from poll: the clock moves,
+ * a wait is accounted as sleep, and stalls count from here. */
+static inline void keel__poll_returned(keel__shard *s, bool waited)
+{
+    uint64_t now = keel__clock_ns();
+    if (waited) {
+        s->stats.sleep_ns += now - s->now_ns;
+        if (KEEL__TRACING())
+            keel__trace_record(s, KEEL__EV_SLEEP, s->now_ns, now, 0, 0);
+    }
+    s->now_ns = now;
+    keel__stall_mark(s, now);
+}
 
 /* runtime/xshard.c */
 int keel__xshard_init(keel__runtime *rt);
@@ -351,6 +453,9 @@ bool keel__blocking_pending_in(keel__shard *s);
 /* runtime/memory.c */
 int keel__memory_shard_init(keel__shard *s);
 void keel__memory_stats(keel__shard *s);
+void keel__memory_refresh(void); /* before reading arena stats */
+/* Bytes allocated from and resident in s's arena (false without jemalloc). */
+bool keel__memory_arena_stats(const keel__shard *s, uint64_t *allocated, uint64_t *resident);
 
 /* runtime/config.c */
 /* Takes the options named in opts out of argv (as --name VALUE or

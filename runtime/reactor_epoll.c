@@ -127,6 +127,7 @@ static bool is_writer(const keel__op *op)
 
 static int epoll_submit(keel__shard *s, keel__op *op)
 {
+    keel__trace_io(s, KEEL__EV_IO_SUBMIT, op->type, op->fd);
     epoll_state *e = s->backend_state;
     fd_entry *fe = entry(e, op->fd);
     if (!fe)
@@ -159,7 +160,7 @@ static void finish(keel__shard *s, keel__op *op, int res, uint32_t flags)
 {
     if (!(flags & KEEL__F_MORE))
         detach_op(s->backend_state, op);
-    op->complete(op, res, flags);
+    keel__op_complete(s, op, res, flags);
 }
 
 static void epoll_cancel(keel__shard *s, keel__op *op)
@@ -248,7 +249,7 @@ static void do_recv(keel__shard *s, keel__op *op)
         }
         flags |= KEEL__F_MORE;
         bool short_read = (size_t)n < p->size;
-        op->complete(op, (int)n, flags);
+        keel__op_complete(s, op, (int)n, flags);
         /* The completion may have cancelled or closed: stop if so. */
         if (!op->armed || short_read)
             return;
@@ -266,7 +267,7 @@ static void do_accept(keel__shard *s, keel__op *op)
                 finish(s, op, -errno, 0); /* as io_uring: an error ends it */
             return;
         }
-        op->complete(op, fd, KEEL__F_MORE);
+        keel__op_complete(s, op, fd, KEEL__F_MORE);
         if (!op->armed)
             return;
     }
@@ -313,7 +314,7 @@ static void perform_ready(keel__shard *s, keel__op *op)
 {
     if (op->cancelled) {
         op->cancelled = false;
-        op->complete(op, -ECANCELED, 0);
+        keel__op_complete(s, op, -ECANCELED, 0);
         return;
     }
     do_write(s, op, true);
@@ -346,7 +347,7 @@ static void epoll_poll(keel__shard *s, uint64_t timeout_ns)
         timeout_ms = (int)((timeout_ns + 999999) / 1000000);
     int n = epoll_wait(e->epfd, evs, 256, timeout_ms);
     s->stats.enter_calls++;
-    s->now_ns = keel__clock_ns();
+    keel__poll_returned(s, timeout_ns != 0);
     if (n < 0) {
         if (errno != EINTR)
             keel__log("epoll_wait failed: %s", strerror(errno));

@@ -135,6 +135,7 @@ static struct io_uring_sqe *get_sqe(uring_state *u)
 
 static int uring_submit(keel__shard *s, keel__op *op)
 {
+    keel__trace_io(s, KEEL__EV_IO_SUBMIT, op->type, op->fd);
     uring_state *u = s->backend_state;
     struct io_uring_sqe *sqe = get_sqe(u);
     if (!sqe)
@@ -294,7 +295,7 @@ static void uring_poll(keel__shard *s, uint64_t timeout_ns)
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
         keel__log("io_uring_enter failed: %s", keel_strerror(ret));
     s->stats.sqes_submitted += queued - io_uring_sq_ready(ring);
-    s->now_ns = keel__clock_ns();
+    keel__poll_returned(s, timeout_ns != 0);
 
     struct io_uring_cqe *cqe;
     unsigned head, seen = 0;
@@ -307,7 +308,7 @@ static void uring_poll(keel__shard *s, uint64_t timeout_ns)
         if (tag == TAG_IGNORE || tag == TAG_WAKE)
             continue;
         keel__op *op = (keel__op *)(uintptr_t)tag;
-        op->complete(op, cqe->res, cqe->flags);
+        keel__op_complete(s, op, cqe->res, cqe->flags);
     }
     io_uring_cq_advance(ring, seen);
     s->stats.cqes_reaped += seen;

@@ -168,7 +168,7 @@ static void begin_stop(keel__shard *s)
 
 static bool shard_quiescent(keel__shard *s)
 {
-    return s->hooks_done && !s->rq_head && s->outstanding == 0 && s->timer_count == 0 &&
+    return s->hooks_done && keel__rq_empty(s) && s->outstanding == 0 && s->timer_count == 0 &&
            s->pending_ops == 0 && !keel__xshard_staged(s);
 }
 
@@ -255,12 +255,12 @@ static void shard_loop(keel__shard *s)
         /* Busy with cross-shard work alone (the quota not spent, nothing to
          * submit): go round again without a syscall, entering the kernel at
          * least every KEEL__IO_POLL_NS to reap completions. */
-        if (!quota_spent && (got || s->rq_head) && !s->backend->has_queued(s) &&
+        if (!quota_spent && (got || !keel__rq_empty(s)) && !s->backend->has_queued(s) &&
             s->now_ns - s->last_poll_ns < KEEL__IO_POLL_NS)
             continue;
 
         uint64_t timeout = 0;
-        if (!s->rq_head && !keel__xshard_staged(s)) {
+        if (keel__rq_empty(s) && !keel__xshard_staged(s)) {
             uint64_t next = keel__timers_next_ns(s);
             timeout = next == UINT64_MAX ? UINT64_MAX : (next > s->now_ns ? next - s->now_ns : 0);
             /* While stopping, look again every millisecond: quiescence is
@@ -278,8 +278,10 @@ static void shard_loop(keel__shard *s)
                 }
             }
         }
-        if (timeout)
+        if (timeout) {
             s->stats.sleeps++;
+            keel__stall_mark(s, 0); /* asleep: not a stall */
+        }
         s->backend->poll(s, timeout);
         s->last_poll_ns = s->now_ns;
         atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
@@ -306,6 +308,8 @@ static int shard_init(keel__shard *s)
     s->quota_deadline_ns = s->now_ns + s->quota_ns;
     s->backend = rt->backend;
     s->ring_fd = -1;
+    keel__sched_shard_init(s);
+    keel__trace_shard_init(s);
     s->wake_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->wake_efd < 0) {
         err = -errno;
@@ -328,11 +332,14 @@ static int shard_init(keel__shard *s)
         return err;
     if (s->id == 0 && rt->config.handle_signals && (err = keel__signals_shard_init(s)))
         return err;
+    keel__stall_shard_init(s);
     return 0;
 }
 
 static void shard_fini(keel__shard *s, bool backend_up)
 {
+    keel__stall_shard_fini(s);
+    keel__trace_shard_fini(s);
     if (backend_up)
         s->backend->fini(s);
     if (s->module_fini)
@@ -372,9 +379,12 @@ static void *shard_main(void *p)
     /* Every ring must exist before any shard may send to another. */
     pthread_barrier_wait(&rt->barrier);
     if (!atomic_load(&rt->init_failed)) {
-        if (s->id == 0 && a->main_fn) {
-            s->inline_depth = 0;
-            a->main_fn(a->arg);
+        if (s->id == 0) {
+            keel__metrics_start();
+            if (a->main_fn) {
+                s->inline_depth = 0;
+                a->main_fn(a->arg);
+            }
         }
         shard_loop(s);
     }
@@ -511,6 +521,10 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg)
         keel__signals_setup(&oldmask);
     if ((err = keel__blocking_start(c->blocking_threads ? c->blocking_threads : 4)))
         goto fail_signals;
+    if ((err = keel__stall_setup(c)) || (err = keel__trace_setup(c))) {
+        keel__blocking_stop();
+        goto fail_signals;
+    }
 
     if (!c->quiet) {
         char cpus[256];
@@ -540,6 +554,7 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg)
     err = atomic_load(&rt->init_failed) ? -EIO : 0;
     g_stop_target = NULL;
     pthread_barrier_destroy(&rt->barrier);
+    keel__trace_teardown(); /* writes --trace FILE if still recording */
     keel__blocking_stop();
 fail_signals:
     if (c->handle_signals)

@@ -27,6 +27,8 @@ struct keel__msg {
     keel_promise reply; /* touched on the sender only */
     uint16_t from;
     bool is_reply;
+    uint8_t group; /* the sender's scheduling group: fn runs in it */
+    uint32_t seq;  /* the sender's message number, for trace flows */
 };
 _Static_assert(sizeof(struct keel__msg) <= 64, "a message fits one slab-64 object");
 
@@ -110,9 +112,17 @@ static inline ck_ring_buffer_t *buf_of(unsigned from, unsigned to)
     return keel__rt->ring_bufs[from * keel__rt->nshards + to];
 }
 
+/* A trace flow id, the same on both sides: sender, direction, number. */
+static inline int64_t flow_id(const keel__msg *m)
+{
+    return (int64_t)(((uint64_t)m->from << 33) | ((uint64_t)m->is_reply << 32) | m->seq);
+}
+
 static void stage(keel__shard *s, unsigned to, keel__msg *m)
 {
     s->stats.msgs_sent++;
+    if (KEEL__TRACING())
+        keel__trace_record(s, KEEL__EV_MSG_SEND, keel__clock_ns(), 0, to, flow_id(m));
     m->next = NULL;
     if (s->staged_tail[to])
         s->staged_tail[to]->next = m;
@@ -193,6 +203,9 @@ bool keel__xshard_poll(keel__shard *s)
                  * which rewrites it. */
                 keel__msg *next = m->next;
                 s->stats.msgs_received++;
+                if (KEEL__TRACING())
+                    keel__trace_record(s, KEEL__EV_MSG_RECV, keel__clock_ns(), 0,
+                                       from, flow_id(m));
                 if (m->is_reply) {
                     s->outstanding--;
                     keel_promise p = m->reply;
@@ -200,7 +213,11 @@ bool keel__xshard_poll(keel__shard *s)
                     keel__free(m, sizeof(*m));
                     keel_promise_resolve(&p, r);
                 } else {
+                    /* The work runs in the sender's group, like a local
+                     * continuation would, and so do its continuations. */
+                    s->cur_group = m->group;
                     keel_on_done(m->fn(m->arg), reply_ready, m);
+                    s->cur_group = 0;
                 }
                 m = next;
                 /* Hand back what is done so far every so often, so the
@@ -252,6 +269,8 @@ keel_future *keel_submit_to(unsigned shard, keel_remote_fn fn, void *arg)
     m->arg = arg;
     m->from = (uint16_t)s->id;
     m->is_reply = false;
+    m->group = s->cur_group;
+    m->seq = (uint32_t)s->stats.msgs_sent;
     s->outstanding++;
     keel_future *f = keel_promise_init(&m->reply);
     stage(s, shard, m);

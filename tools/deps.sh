@@ -8,6 +8,7 @@ pkgs=(
   liburing-dev libjemalloc-dev libck-dev libcriterion-dev
   redis-tools redis-server
   libssl-dev libpq-dev postgresql-15 postgresql-client-15 pgbouncer
+  curl jq tmux prometheus
 )
 
 missing=()

@@ -8,6 +8,7 @@
 #include <keel/future.h>
 #include <keel/runtime.h>
 #include <keel/net.h>
+#include <keel/sched.h>
 
 #define KEEL_VERSION "0.1.0"
 

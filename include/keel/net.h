@@ -188,6 +188,7 @@ typedef struct keel_net_stats {
     uint64_t accept_errors;
     uint64_t recv_rearms; /* multishot recv re-armed (ended, ENOBUFS, resumed) */
     uint64_t bufs_in_use; /* receive buffers held by connections */
+    uint64_t errors;      /* connections failed (reset, timed out, I/O error) */
 } keel_net_stats;
 
 /* Copies shard's net counters. Returns 0 or -EINVAL. */

@@ -31,6 +31,11 @@ typedef struct keel_config_s {
     unsigned ring_entries;      /* io_uring SQ entries per shard; 1024 (CQ is 8x) */
     bool handle_signals;        /* SIGINT/SIGTERM stop the runtime; true */
     bool quiet;                 /* no startup line on stderr; false */
+    unsigned stall_threshold_ms; /* report tasks holding a shard longer; 25 (0: off) */
+    int metrics_port;            /* serve /metrics on this port; -1: off (0: any port) */
+    const char *metrics_address; /* "0.0.0.0" */
+    const char *trace_file;      /* record a trace from the start, written at exit */
+    unsigned trace_buffer_kb;    /* trace ring per shard; 8192 */
     const char *_bad_env;       /* set by keel_config_init: keel_run refuses it */
 } keel_config;
 
@@ -39,7 +44,9 @@ typedef struct keel_config_s {
 void keel_config_init(keel_config *c);
 
 /* Parses and removes keel's own options from argv (--shards N, --cpuset LIST,
- * --backend uring|epoll, --task-quota-us N), leaving the rest for the app.
+ * --backend uring|epoll, --task-quota-us N, --stall-threshold-ms N,
+ * --metrics-port N, --metrics-address ADDR, --trace FILE,
+ * --trace-buffer-kb N), leaving the rest for the app.
  * Returns 0, or -KEEL_EBADCONFIG after printing what is wrong to stderr. */
 int keel_config_parse_args(keel_config *c, int *argc, char **argv);
 
@@ -157,6 +164,10 @@ typedef struct keel_shard_stats_s {
     uint64_t futures_ignored_errors;
     uint64_t bytes_allocated;   /* jemalloc thread.allocated on this shard */
     uint64_t bytes_deallocated; /* jemalloc thread.deallocated */
+    uint64_t sleep_ns;          /* time spent waiting in the kernel for work */
+    uint64_t stalls;            /* tasks that held the shard past the stall threshold */
+    uint64_t stall_reports_suppressed; /* stalls not logged (rate limit) */
+    uint64_t trace_events;      /* events recorded by the trace */
 } keel_shard_stats;
 
 /* Copies shard's counters (relaxed reads: a snapshot, exact on its own
