@@ -130,7 +130,9 @@ static int take_runtime_option(void *ctx, size_t which, const char *val)
             err = -KEEL_EBADCONFIG;
         }
         break;
-    case 4: err = keel__parse_uint("--stall-threshold-ms", val, 3600000, &c->stall_threshold_ms); break;
+    case 4:
+        err = keel__parse_uint("--stall-threshold-ms", val, 3600000, &c->stall_threshold_ms);
+        break;
     case 5: {
         unsigned port;
         err = keel__parse_uint("--metrics-port", val, 65535, &port);
@@ -159,12 +161,17 @@ static int take_runtime_option(void *ctx, size_t which, const char *val)
 
 int keel_config_parse_args(keel_config *c, int *argc, char **argv)
 {
-    static const char *const opts[] = {"--shards",          "--cpuset",          "--backend",
-                                       "--task-quota-us",   "--stall-threshold-ms",
-                                       "--metrics-port",    "--metrics-address", "--trace",
+    static const char *const opts[] = {"--shards",
+                                       "--cpuset",
+                                       "--backend",
+                                       "--task-quota-us",
+                                       "--stall-threshold-ms",
+                                       "--metrics-port",
+                                       "--metrics-address",
+                                       "--trace",
                                        "--trace-buffer-kb"};
-    return keel__take_options(argc, argv, opts, sizeof(opts) / sizeof(opts[0]),
-                              take_runtime_option, c);
+    return keel__take_options(argc, argv, opts, sizeof(opts) / sizeof(opts[0]), take_runtime_option,
+                              c);
 }
 
 /* Parses "0-3,6" into set. Returns 0 or -KEEL_EBADCONFIG (logged). */

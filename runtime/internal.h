@@ -307,10 +307,12 @@ struct keel__shard {
     unsigned je_arena; /* the shard's jemalloc arena + 1; 0: none */
     keel_shard_stats stats;
 
-    /* Stall detector (sched/stall.c): the loop stores the time of its last
-     * progress mark; the shard's CPU-time timer signal reads it. */
-    volatile uint64_t stall_mark_ns; /* 0: waiting in the kernel */
-    volatile uint64_t stall_reported_mark;
+    /* Stall detector (sched/stall.c): the loop counts units of progress
+     * (tasks, completions, messages, loop phases); the shard's CPU-time
+     * timer signal sees whether the count moved between its ticks. */
+    volatile uint64_t stall_seq;
+    volatile int stall_asleep; /* waiting in the kernel: not a stall */
+    uint64_t stall_seen_seq, stall_seen_ns, stall_reported_seq; /* the handler's */
     uint64_t stall_window_start_ns;
     uint32_t stall_window_reports;
     void *stall_timer; /* timer_t, created on the shard thread */
@@ -377,11 +379,11 @@ void keel__sched_shard_init(keel__shard *s);
 int keel__stall_setup(const keel_config *c); /* process-wide, before shards */
 void keel__stall_shard_init(keel__shard *s);
 void keel__stall_shard_fini(keel__shard *s);
-/* The loop made progress at now: a stall is counted from here. */
-static inline void keel__stall_mark(keel__shard *s, uint64_t now)
+/* The loop made progress (a task or a callback starts or ends): a stall is
+ * one unit of work running past the threshold. A plain store. */
+static inline void keel__stall_progress(keel__shard *s)
 {
-    s->stall_mark_ns = now;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    s->stall_seq++;
 }
 
 /* sched/metrics.c: the /metrics server, started on shard 0 by keel_run. */
@@ -417,6 +419,7 @@ static inline void keel__trace_io(keel__shard *s, uint8_t type, uint32_t op, int
 static inline void keel__op_complete(keel__shard *s, keel__op *op, int res, uint32_t flags)
 {
     keel__trace_io(s, KEEL__EV_IO_COMPLETE, op->type, res);
+    keel__stall_progress(s);
     op->complete(op, res, flags);
 }
 
@@ -431,7 +434,8 @@ static inline void keel__poll_returned(keel__shard *s, bool waited)
             keel__trace_record(s, KEEL__EV_SLEEP, s->now_ns, now, 0, 0);
     }
     s->now_ns = now;
-    keel__stall_mark(s, now);
+    s->stall_asleep = 0;
+    keel__stall_progress(s);
 }
 
 /* runtime/xshard.c */

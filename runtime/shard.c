@@ -280,7 +280,7 @@ static void shard_loop(keel__shard *s)
         }
         if (timeout) {
             s->stats.sleeps++;
-            keel__stall_mark(s, 0); /* asleep: not a stall */
+            s->stall_asleep = 1; /* not a stall */
         }
         s->backend->poll(s, timeout);
         s->last_poll_ns = s->now_ns;

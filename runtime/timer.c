@@ -87,6 +87,7 @@ void keel__timers_expire(keel__shard *s)
         keel__timer *t = s->timer_heap[0];
         heap_remove(s, 0);
         s->stats.timers_fired++;
+        keel__stall_progress(s);
         t->fire(t, 0);
     }
 }

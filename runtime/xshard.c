@@ -203,6 +203,7 @@ bool keel__xshard_poll(keel__shard *s)
                  * which rewrites it. */
                 keel__msg *next = m->next;
                 s->stats.msgs_received++;
+                keel__stall_progress(s);
                 if (KEEL__TRACING())
                     keel__trace_record(s, KEEL__EV_MSG_RECV, keel__clock_ns(), 0,
                                        from, flow_id(m));

@@ -252,7 +252,6 @@ bool keel__run_tasks(keel__shard *s)
 {
     uint64_t now = keel__clock_ns();
     s->now_ns = now;
-    keel__stall_mark(s, now);
     s->quota_deadline_ns = now + s->quota_ns;
     bool spent = false, msgs = false;
     bool tracing = KEEL__TRACING();
@@ -268,6 +267,7 @@ bool keel__run_tasks(keel__shard *s)
             keel_future *f = rq_pop(s, g);
             q->tasks++;
             s->stats.tasks_run++;
+            keel__stall_progress(s);
             uint64_t t0 = tracing ? keel__clock_ns() : 0;
             run_one(s, f);
             if (tracing) {
@@ -282,7 +282,6 @@ bool keel__run_tasks(keel__shard *s)
                     s->check_every *= 2;
                 now = t;
                 n = 0;
-                keel__stall_mark(s, now);
                 if (now >= s->quota_deadline_ns) {
                     spent = true;
                     break;
@@ -307,7 +306,7 @@ bool keel__run_tasks(keel__shard *s)
     s->cur_group = 0;
     s->inline_depth = 0;
     s->now_ns = now;
-    keel__stall_mark(s, now);
+    keel__stall_progress(s);
     return spent;
 }
 

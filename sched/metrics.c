@@ -159,9 +159,8 @@ void keel_metrics_add(keel_metrics *m, keel_metric_type type, const char *name, 
     fam_append(m, f, "%s%s %s\n", name, lbl, val);
 }
 
-void keel_metrics_histogram(keel_metrics *m, const char *name, const char *help,
-                            const char *labels, const double *bounds, const uint64_t *counts,
-                            size_t n, double sum)
+void keel_metrics_histogram(keel_metrics *m, const char *name, const char *help, const char *labels,
+                            const double *bounds, const uint64_t *counts, size_t n, double sum)
 {
     family *f = family_get(m, name, help, "histogram");
     if (!f) {
@@ -352,8 +351,8 @@ static void add_shard_metrics(keel_metrics *m)
                      (double)st.timers_fired);
     keel_metrics_add(m, C, "keel_blocking_jobs_total", "Jobs run in the blocking pool", NULL,
                      (double)st.blocking_jobs);
-    keel_metrics_add(m, C, "keel_stalls_total", "Tasks that held the shard past the stall threshold",
-                     NULL, (double)st.stalls);
+    keel_metrics_add(m, C, "keel_stalls_total",
+                     "Tasks that held the shard past the stall threshold", NULL, (double)st.stalls);
     keel_metrics_add(m, C, "keel_trace_events_total", "Events recorded by the trace", NULL,
                      (double)st.trace_events);
     keel_metrics_add(m, G, "keel_memory_allocated_bytes",
@@ -374,8 +373,8 @@ static void add_shard_metrics(keel_metrics *m)
                      (double)ns.open);
     keel_metrics_add(m, C, "keel_net_accepts_total", "Connections accepted by the shard", NULL,
                      (double)ns.accepted);
-    keel_metrics_add(m, C, "keel_net_refused_total", "Connections closed at accept (over max_conns)",
-                     NULL, (double)ns.refused);
+    keel_metrics_add(m, C, "keel_net_refused_total",
+                     "Connections closed at accept (over max_conns)", NULL, (double)ns.refused);
     keel_metrics_add(m, C, "keel_net_accept_errors_total", "Failed accepts", NULL,
                      (double)ns.accept_errors);
     keel_metrics_add(m, C, "keel_net_errors_total",
@@ -383,8 +382,8 @@ static void add_shard_metrics(keel_metrics *m)
     keel_metrics_add(m, C, "keel_net_received_bytes_total", "Bytes received", NULL,
                      (double)ns.bytes_in);
     keel_metrics_add(m, C, "keel_net_sent_bytes_total", "Bytes sent", NULL, (double)ns.bytes_out);
-    keel_metrics_add(m, G, "keel_net_receive_buffers_in_use",
-                     "Receive buffers held by connections", NULL, (double)ns.bufs_in_use);
+    keel_metrics_add(m, G, "keel_net_receive_buffers_in_use", "Receive buffers held by connections",
+                     NULL, (double)ns.bufs_in_use);
     add_group_metrics(m, s->id);
 }
 

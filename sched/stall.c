@@ -1,15 +1,15 @@
 /* The stall detector: reports a task that holds its shard past a threshold.
  *
- * The loop stores a progress mark (the time of its last check between
- * tasks, or 0 while it waits in the kernel); it costs a store. Each shard
+ * The loop counts progress (each task, completion and message it runs) and
+ * flags the time it waits in the kernel; each costs a store. Each shard
  * has a timer on its own thread's CPU-time clock (timer_create on
  * pthread_getcpuclockid, delivered to that thread with SIGEV_THREAD_ID),
  * so the timer ticks only while the shard burns CPU: an idle shard gets no
  * signals at all, a busy one a few hundred a second at most. The handler
- * compares the mark with the clock; past the threshold it reports the stall
- * once (one mark, one report), with a backtrace of where the shard is now,
- * taken in the handler and written with async-signal-safe calls only.
- * Reports are rate-limited per shard; every stall is counted. */
+ * notes when the count last moved; once it has stood still past the
+ * threshold it reports the stall once (one count, one report), with a backtrace of where the shard
+ * is now, taken in the handler and written with async-signal-safe calls only. Reports are
+ * rate-limited per shard; every stall is counted. */
 #include <errno.h>
 #include <execinfo.h>
 #include <signal.h>
@@ -115,7 +115,7 @@ __attribute__((noinline)) static void report(keel__shard *s, uint64_t held_ns)
     put_uint(&o, (uint64_t)s->cpu, 1);
     put_str(&o, "), group ");
     put_str(&o, keel_sched_group_name(keel_sched_group_at(s->cur_group)));
-    put_str(&o, ": a task has held the CPU for ");
+    put_str(&o, ": a task has held the CPU for at least ");
     put_uint(&o, held_ns / 1000000, 1);
     put_str(&o, " ms (threshold ");
     put_uint(&o, g_threshold_ns / 1000000, 1);
@@ -145,14 +145,23 @@ static void on_tick(int signo, siginfo_t *si, void *uc)
     keel__shard *s = keel__self;
     if (!s)
         goto out;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    uint64_t mark = s->stall_mark_ns;
-    if (mark == 0 || mark == s->stall_reported_mark)
+    uint64_t seq = s->stall_seq;
+    if (s->stall_asleep)
         goto out;
     uint64_t now = keel__clock_ns();
-    if (now < mark || now - mark < g_threshold_ns)
+    if (seq != s->stall_seen_seq) {
+        /* Progress since the last tick: whatever runs now started after
+         * it, and has run at least from now on. */
+        s->stall_seen_seq = seq;
+        s->stall_seen_ns = now;
         goto out;
-    s->stall_reported_mark = mark; /* one report per stall */
+    }
+    /* No progress since stall_seen_ns: one unit of work has held the CPU
+     * at least that long. Never a false report; seen up to a tick late. */
+    if (seq == s->stall_reported_seq || now - s->stall_seen_ns < g_threshold_ns)
+        goto out;
+    uint64_t held = now - s->stall_seen_ns;
+    s->stall_reported_seq = seq; /* one report per stall */
     s->stats.stalls++;
     if (now - s->stall_window_start_ns >= REPORT_WINDOW_NS) {
         s->stall_window_start_ns = now;
@@ -163,7 +172,7 @@ static void on_tick(int signo, siginfo_t *si, void *uc)
         goto out;
     }
     s->stall_window_reports++;
-    report(s, now - mark);
+    report(s, held);
     s->stats.stall_reports_suppressed = 0;
 out:
     errno = saved_errno;
