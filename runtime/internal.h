@@ -269,6 +269,7 @@ struct keel__shard {
     uint32_t runnable; /* bit g: groups[g] has queued tasks */
     uint8_t cur_group; /* group of the running task */
     uint64_t vtime;    /* virtual time of the last group picked */
+    uint64_t busy_mark_ns, busy_mark_sleep; /* end of the last run, sleep_ns then */
     unsigned check_every; /* tasks between clock reads in a run (adaptive) */
     unsigned inline_depth;
     uint64_t now_ns;

@@ -281,6 +281,7 @@ static void shard_loop(keel__shard *s)
         if (timeout) {
             s->stats.sleeps++;
             s->stall_asleep = 1; /* not a stall */
+            s->now_ns = keel__clock_ns(); /* the sleep is timed from here */
         }
         s->backend->poll(s, timeout);
         s->last_poll_ns = s->now_ns;

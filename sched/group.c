@@ -223,6 +223,13 @@ static void note_wait(keel__group_rq *q, uint64_t now)
     q->wait_hist[b]++;
 }
 
+static void charge(keel__shard *s, unsigned g, uint64_t ns)
+{
+    keel__group_rq *q = &s->groups[g];
+    q->runtime_ns += ns;
+    q->vruntime += (ns << 10) / atomic_load_explicit(&g_groups[g].shares, memory_order_relaxed);
+}
+
 static void run_one(keel__shard *s, keel_future *f)
 {
     s->inline_depth = 0;
@@ -251,6 +258,14 @@ static void run_one(keel__shard *s, keel_future *f)
 bool keel__run_tasks(keel__shard *s)
 {
     uint64_t now = keel__clock_ns();
+    /* The loop's own work since the last run (I/O completions and the
+     * continuations they ran inline, messages, timers) is main's: charge
+     * it, less the time spent asleep, so main's share is what it used. */
+    if (s->busy_mark_ns) {
+        uint64_t span = now - s->busy_mark_ns, slept = s->stats.sleep_ns - s->busy_mark_sleep;
+        if (span > slept)
+            charge(s, 0, span - slept);
+    }
     s->now_ns = now;
     s->quota_deadline_ns = now + s->quota_ns;
     bool spent = false, msgs = false;
@@ -281,6 +296,7 @@ bool keel__run_tasks(keel__shard *s)
                 else if (s->check_every < 16)
                     s->check_every *= 2;
                 now = t;
+                s->now_ns = now; /* tasks queued from here wait from now */
                 n = 0;
                 if (now >= s->quota_deadline_ns) {
                     spent = true;
@@ -296,16 +312,15 @@ bool keel__run_tasks(keel__shard *s)
         }
         if (n) /* the last tasks ran after the last check */
             now = keel__clock_ns();
-        uint64_t ran = now - start;
-        q->runtime_ns += ran;
-        unsigned shares = atomic_load_explicit(&g_groups[g].shares, memory_order_relaxed);
-        q->vruntime += (ran << 10) / shares;
+        charge(s, g, now - start);
         s->vtime = q->vruntime;
         q->runnable_since = now; /* if still queued, it waits from here */
     }
     s->cur_group = 0;
     s->inline_depth = 0;
     s->now_ns = now;
+    s->busy_mark_ns = now;
+    s->busy_mark_sleep = s->stats.sleep_ns;
     keel__stall_progress(s);
     return spent;
 }

@@ -333,8 +333,10 @@ static void add_shard_metrics(keel_metrics *m)
                      (double)st.loop_turns);
     keel_metrics_add(m, C, "keel_sleeps_total", "Turns that waited in the kernel", NULL,
                      (double)st.sleeps);
-    keel_metrics_add(m, C, "keel_sleep_seconds_total", "Time spent waiting in the kernel for work",
-                     NULL, (double)st.sleep_ns / 1e9);
+    keel_metrics_add(
+        m, C, "keel_sleep_seconds_total",
+        "Time in the kernel call that waits for work (with the kernel I/O work done in it)", NULL,
+        (double)st.sleep_ns / 1e9);
     keel_metrics_add(m, C, "keel_io_submitted_total", "I/O operations submitted", NULL,
                      (double)st.sqes_submitted);
     keel_metrics_add(m, C, "keel_io_completed_total", "I/O completions reaped", NULL,
@@ -355,18 +357,21 @@ static void add_shard_metrics(keel_metrics *m)
                      "Tasks that held the shard past the stall threshold", NULL, (double)st.stalls);
     keel_metrics_add(m, C, "keel_trace_events_total", "Events recorded by the trace", NULL,
                      (double)st.trace_events);
+    /* Live bytes: the shard's arena when jemalloc runs (memory another
+     * thread frees is still counted right); else what the thread allocated
+     * less what it freed, which cross-thread frees can skew. */
+    uint64_t arena_alloc = 0, arena_res = 0;
+    bool arena = keel__memory_arena_stats(s, &arena_alloc, &arena_res);
+    int64_t thread_live = (int64_t)(st.bytes_allocated - st.bytes_deallocated);
     keel_metrics_add(m, G, "keel_memory_allocated_bytes",
-                     "Bytes allocated minus bytes freed by the shard's thread", NULL,
-                     (double)(st.bytes_allocated - st.bytes_deallocated));
-    uint64_t arena_alloc, arena_res;
-    if (keel__memory_arena_stats(s, &arena_alloc, &arena_res)) {
-        keel_metrics_add(m, G, "keel_memory_arena_allocated_bytes",
-                         "Bytes allocated from the shard's jemalloc arena", NULL,
-                         (double)arena_alloc);
-        keel_metrics_add(m, G, "keel_memory_arena_resident_bytes",
-                         "Bytes of physical memory the shard's jemalloc arena holds", NULL,
+                     "Bytes allocated and not yet freed in the shard's memory", NULL,
+                     arena ? (double)arena_alloc : (double)(thread_live > 0 ? thread_live : 0));
+    if (arena)
+        keel_metrics_add(m, G, "keel_memory_resident_arena_bytes",
+                         "Physical memory held by the shard's jemalloc arena", NULL,
                          (double)arena_res);
-    }
+    keel_metrics_add(m, C, "keel_memory_allocations_bytes_total",
+                     "Bytes allocated by the shard's thread", NULL, (double)st.bytes_allocated);
     keel_net_stats ns;
     keel_net_stats_get(s->id, &ns);
     keel_metrics_add(m, G, "keel_net_connections", "Connections open on the shard", NULL,
