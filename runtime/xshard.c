@@ -205,8 +205,7 @@ bool keel__xshard_poll(keel__shard *s)
                 s->stats.msgs_received++;
                 keel__stall_progress(s);
                 if (KEEL__TRACING())
-                    keel__trace_record(s, KEEL__EV_MSG_RECV, keel__clock_ns(), 0,
-                                       from, flow_id(m));
+                    keel__trace_record(s, KEEL__EV_MSG_RECV, keel__clock_ns(), 0, from, flow_id(m));
                 if (m->is_reply) {
                     s->outstanding--;
                     keel_promise p = m->reply;
@@ -217,7 +216,13 @@ bool keel__xshard_poll(keel__shard *s)
                     /* The work runs in the sender's group, like a local
                      * continuation would, and so do its continuations. */
                     s->cur_group = m->group;
-                    keel_on_done(m->fn(m->arg), reply_ready, m);
+                    if (KEEL__TRACING()) { /* a slice for the work on the target's track */
+                        uint64_t t0 = keel__clock_ns();
+                        keel_on_done(m->fn(m->arg), reply_ready, m);
+                        keel__trace_record(s, KEEL__EV_TASK, t0, keel__clock_ns(), m->group, 0);
+                    } else {
+                        keel_on_done(m->fn(m->arg), reply_ready, m);
+                    }
                     s->cur_group = 0;
                 }
                 m = next;

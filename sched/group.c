@@ -275,7 +275,7 @@ bool keel__run_tasks(keel__shard *s)
         keel__group_rq *q = &s->groups[g];
         note_wait(q, now);
         s->cur_group = (uint8_t)g;
-        uint64_t start = now;
+        uint64_t start = now, last_check = now;
         uint64_t slice_end = start + SLICE_NS;
         unsigned n = 0;
         while (q->head) {
@@ -283,19 +283,19 @@ bool keel__run_tasks(keel__shard *s)
             q->tasks++;
             s->stats.tasks_run++;
             keel__stall_progress(s);
-            uint64_t t0 = tracing ? keel__clock_ns() : 0;
             run_one(s, f);
-            if (tracing) {
-                now = keel__clock_ns();
-                keel__trace_record(s, KEEL__EV_TASK, t0, now, g, 0);
+            if (tracing) { /* a task starts where the previous one ended */
+                uint64_t t1 = keel__clock_ns();
+                keel__trace_record(s, KEEL__EV_TASK, now, t1, g, 0);
+                now = t1;
             }
             if (++n >= s->check_every) {
                 uint64_t t = tracing ? now : keel__clock_ns();
-                if (t - now > s->quota_ns / 16)
+                if (t - last_check > s->quota_ns / 16)
                     s->check_every = 1;
                 else if (s->check_every < 16)
                     s->check_every *= 2;
-                now = t;
+                now = last_check = t;
                 s->now_ns = now; /* tasks queued from here wait from now */
                 n = 0;
                 if (now >= s->quota_deadline_ns) {

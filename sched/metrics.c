@@ -9,9 +9,9 @@
  * relaxed snapshots. Samples are grouped by family as they come, so each
  * family's HELP/TYPE appears once, however the collectors interleave.
  *
- * The same server answers /trace/start and /trace/stop (tracing at run
- * time) and / (an index). It listens on every shard (SO_REUSEPORT, like
- * any keel listener); connections are one request each. */
+ * The same server answers /trace/start and /trace/stop?file=NAME (tracing
+ * at run time; NAME in the working directory) and / (an index). It listens on every shard
+ * (SO_REUSEPORT, like any keel listener); connections are one request each. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -537,24 +537,27 @@ static keel_future *trace_stopped(void *ctx, keel_result r)
     return respond_text(h, 200, msg);
 }
 
-/* ?file=PATH, undecoded but for %2F ('/'), which curl users type. */
-static void query_file(const char *q, char *out, size_t len)
+/* ?file=NAME: a plain file name ([A-Za-z0-9._-], not starting with a
+ * dot), written in the process's working directory. Anyone who reaches
+ * the metrics port may ask for a trace, so no path: they cannot make the
+ * process write anywhere else. Returns false for a bad name. */
+static bool query_file(const char *q, char *out, size_t len)
 {
     out[0] = 0;
     const char *p = strstr(q, "file=");
-    if (!p)
-        return;
+    if (!p || (p != q && p[-1] != '&'))
+        return true;
     p += 5;
     size_t n = 0;
-    while (*p && *p != '&' && n + 1 < len) {
-        if (p[0] == '%' && p[1] == '2' && (p[2] == 'F' || p[2] == 'f')) {
-            out[n++] = '/';
-            p += 3;
-        } else {
-            out[n++] = *p++;
-        }
+    for (; *p && *p != '&'; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || (*p == '.' && n > 0);
+        if (!ok || n + 1 >= len)
+            return false;
+        out[n++] = *p;
     }
     out[n] = 0;
+    return n > 0;
 }
 
 static keel_future *route(http_conn *h, const char *req, size_t len)
@@ -586,21 +589,26 @@ static keel_future *route(http_conn *h, const char *req, size_t len)
     }
     if (!strcmp(path, "/trace/start")) {
         int err = keel_trace_start();
-        return err ? respond_text(h, 409, "trace already recording\n")
-                   : respond_text(h, 200, "trace recording\n");
+        return err == -EALREADY ? respond_text(h, 409, "trace already recording\n")
+               : err == -EBUSY  ? respond_text(h, 409, "a trace is still being written\n")
+               : err            ? respond_text(h, 500, "trace could not start\n")
+                                : respond_text(h, 200, "trace recording\n");
     }
     if (!strcmp(path, "/trace/stop")) {
-        query_file(query ? query : "", h->path, sizeof(h->path));
+        if (!query_file(query ? query : "", h->path, sizeof(h->path)))
+            return respond_text(h, 400,
+                                "file= takes a plain file name (letters, digits, . _ -), "
+                                "written in the server's working directory\n");
         if (!keel_trace_active())
             return respond_text(h, 409, "trace not recording (GET /trace/start first)\n");
         if (!h->path[0] && !keel__rt->config.trace_file)
-            return respond_text(h, 409, "no trace file: use /trace/stop?file=PATH or --trace\n");
+            return respond_text(h, 409, "no trace file: use /trace/stop?file=NAME or --trace\n");
         return keel_then_wrapped(keel_trace_stop(h->path[0] ? h->path : NULL), trace_stopped, h);
     }
     if (!strcmp(path, "/"))
         return respond_text(h, 200,
                             "keel: /metrics (Prometheus text format), /trace/start, "
-                            "/trace/stop[?file=PATH]\n");
+                            "/trace/stop[?file=NAME]\n");
     return respond_text(h, 404, "not found\n");
 }
 

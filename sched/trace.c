@@ -51,7 +51,9 @@ typedef struct trace_ring {
     uint64_t head; /* records appended since the last start; the next goes to head & mask */
 } KEEL__ALIGNED trace_ring;
 
-enum { TRACE_IDLE, TRACE_ON, TRACE_WRITING };
+/* STARTING covers a start's reset of the rings, so that a stop cannot slip
+ * in between the reset and the flag being set. */
+enum { TRACE_IDLE, TRACE_STARTING, TRACE_ON, TRACE_WRITING };
 
 _Atomic int keel__trace_on;
 
@@ -170,7 +172,9 @@ void keel__trace_teardown(void)
     bool on = atomic_exchange(&keel__trace_on, 0);
     if (on && g.file && g.rings) {
         int64_t n = 0;
-        write_json(g.file, &n);
+        /* A failure is logged where it happens, in write_json. */
+        if (write_json(g.file, &n) == 0 && !keel__rt->config.quiet)
+            keel__log("trace: %lld events written to %s", (long long)n, g.file);
     }
     rings_free();
     free(g.file);
@@ -183,9 +187,9 @@ void keel__trace_teardown(void)
 int keel_trace_start(void)
 {
     int expected = TRACE_IDLE;
-    if (!atomic_compare_exchange_strong(&g.state, &expected, TRACE_ON)) {
+    if (!atomic_compare_exchange_strong(&g.state, &expected, TRACE_STARTING)) {
         /* A stop still writing its file reads the rings. */
-        return expected == TRACE_ON ? -EALREADY : -EBUSY;
+        return expected == TRACE_WRITING ? -EBUSY : -EALREADY;
     }
     if (!g.rings) { /* not inside keel_run */
         atomic_store(&g.state, TRACE_IDLE);
@@ -194,6 +198,7 @@ int keel_trace_start(void)
     rings_reset();
     /* Publishes the reset heads: pairs with the acquire in keel__trace_record. */
     atomic_store_explicit(&keel__trace_on, 1, memory_order_release);
+    atomic_store(&g.state, TRACE_ON);
     return 0;
 }
 
@@ -265,6 +270,7 @@ keel_future *keel_trace_stop(const char *path)
     if (!atomic_compare_exchange_strong(&g.state, &expected, TRACE_WRITING)) {
         free(copy);
         free(j);
+        /* Not recording, or a start or another stop is under way. */
         return keel_make_error(expected == TRACE_IDLE ? -EALREADY : -EBUSY);
     }
     atomic_store(&keel__trace_on, 0);
@@ -373,11 +379,10 @@ static void put_event(FILE *out, unsigned shard, const trace_ev *e, uint64_t bas
         fputs(",\"ph\":\"X\"", out);
         put_us(out, "dur", dur);
         fputs(",\"cat\":\"task\",\"name\":", out);
-        if (grp) {
+        if (grp)
             put_json_string(out, keel_sched_group_name(grp));
-        } else {
+        else /* cannot happen: groups are never deleted */
             fprintf(out, "\"group %u\"", e->a);
-        }
         fputc('}', out);
         break;
     }
@@ -440,11 +445,10 @@ static int write_json(const char *path, int64_t *written)
     const trace_ev *e;
 
     if ((err = collect_flow_ids(KEEL__EV_MSG_SEND, &sends, &nsends)) ||
-        (err = collect_flow_ids(KEEL__EV_MSG_RECV, &recvs, &nrecvs)))
-        goto done;
-    if (asprintf(&tmp, "%s.tmp", path) < 0) {
-        tmp = NULL;
-        err = -ENOMEM;
+        (err = collect_flow_ids(KEEL__EV_MSG_RECV, &recvs, &nrecvs)) ||
+        (err = asprintf(&tmp, "%s.tmp", path) < 0 ? -ENOMEM : 0)) {
+        tmp = NULL; /* asprintf leaves it undefined on failure */
+        keel__log("trace: out of memory writing %s", path);
         goto done;
     }
     if (!(out = fopen(tmp, "w"))) {

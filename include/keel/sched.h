@@ -118,11 +118,15 @@ uint16_t keel_metrics_port(void);
 
 /* Starts recording on every shard (--trace FILE starts it at keel_run).
  * Each shard has a ring of events; when it fills, the oldest go. Any
- * thread. Returns 0, or -EALREADY. */
+ * thread. Returns 0, -EALREADY (recording), -EBUSY (a stop is still
+ * writing its file) or -EINVAL (the runtime is not running). */
 int keel_trace_start(void);
 /* Stops recording and writes Chrome trace-event JSON to path (NULL: the
- * --trace file) from a blocking-pool thread. On a shard; the future
- * resolves to the number of events written or an error. */
+ * --trace file) from a blocking-pool thread, through path.tmp and a
+ * rename. On a shard; the future resolves to the number of events written,
+ * or -EINVAL (no path and no --trace file), -EALREADY (not recording),
+ * -EBUSY (a start or another stop is under way), -ENOMEM, or the file's
+ * error. */
 keel_future *keel_trace_stop(const char *path);
 bool keel_trace_active(void);
 

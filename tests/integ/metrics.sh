@@ -10,6 +10,7 @@ command -v promtool >/dev/null || fail "promtool not found: run tools/deps.sh (p
 command -v curl >/dev/null || fail "curl not found: run tools/deps.sh"
 
 shards=$(($(nproc) >= 2 ? 2 : 1))
+cd "$work" || exit 1 # /trace/stop?file=NAME writes into the server's working directory
 
 start_echo m --shards "$shards" --metrics-port 0 --metrics-address 127.0.0.1
 mline=$(grep -m1 'metrics on http://' "$work/m.out") || fail "no 'metrics on' line at start"
@@ -79,14 +80,18 @@ promtool check metrics <"$work/c.prom" >/dev/null 2>&1 || fail "scrape after bad
 pass "bad requests: 404, 405, 400, 400; vanishing clients; still serving"
 
 # Tracing at run time through the metrics port.
-[[ $(code "http://127.0.0.1:$mport/trace/stop?file=$work/t.json") == 409 ]] ||
+[[ $(code "http://127.0.0.1:$mport/trace/stop?file=t.json") == 409 ]] ||
   fail "/trace/stop before start is not 409"
 [[ $(code "http://127.0.0.1:$mport/trace/start") == 200 ]] || fail "/trace/start failed"
 [[ $(code "http://127.0.0.1:$mport/trace/start") == 409 ]] || fail "second /trace/start is not 409"
 client split2 split 100000
-curl -sS --max-time 20 "http://127.0.0.1:$mport/trace/stop?file=$work/t.json" >"$work/stop.out" ||
+[[ $(code "http://127.0.0.1:$mport/trace/stop?file=../etc/x") == 400 ]] ||
+  fail "/trace/stop with a path is not refused"
+[[ $(code "http://127.0.0.1:$mport/trace/stop?file=%2Ftmp%2Fx") == 400 ]] ||
+  fail "/trace/stop with an encoded path is not refused"
+curl -sS --max-time 20 "http://127.0.0.1:$mport/trace/stop?file=t.json" >"$work/stop.out" ||
   fail "/trace/stop failed"
-grep -q "trace written: [0-9]* events to $work/t.json" "$work/stop.out" ||
+grep -q "trace written: [0-9]* events to t.json" "$work/stop.out" ||
   fail "/trace/stop said: $(cat "$work/stop.out")"
 jq -e '.traceEvents | length > 0' "$work/t.json" >/dev/null || fail "the trace is not valid JSON"
 pass "trace via the metrics port: $(cat "$work/stop.out")"
