@@ -663,8 +663,9 @@ static void listening(void *ctx, keel_result r)
     }
     atomic_store(&g_port, keel_listener_port(g_listener));
     const char *a = c->metrics_address;
-    keel__log("metrics on http://%s%s%s:%u/metrics", strchr(a, ':') ? "[" : "", a,
-              strchr(a, ':') ? "]" : "", (unsigned)atomic_load(&g_port));
+    if (!c->quiet) /* a quiet app announces it itself (keel_metrics_port) */
+        keel__log("metrics on http://%s%s%s:%u/metrics", strchr(a, ':') ? "[" : "", a,
+                  strchr(a, ':') ? "]" : "", (unsigned)atomic_load(&g_port));
 }
 
 void keel__metrics_start(void)

@@ -216,6 +216,19 @@ size_t kv_db_size(const kv_db *db)
     return db->used[0] + db->used[1];
 }
 
+void kv_db_figures_get(const kv_db *db, kv_db_figures *out)
+{
+    *out = (kv_db_figures){
+        .keys = kv_db_size(db),
+        .expires = db->nvol,
+        .mem = db->mem,
+        .hits = db->hits,
+        .misses = db->misses,
+        .expired = db->expired,
+        .evicted = db->evicted,
+    };
+}
+
 static void rehash_step(kv_db *db, size_t buckets)
 {
     /* Empty buckets are cheap: visit up to 10 per bucket asked for. */

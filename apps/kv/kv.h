@@ -87,6 +87,12 @@ static inline int64_t kv_expire_of(const kv_entry *e)
 
 struct kv_shard_state; /* txn.c: locks, watches, blocked clients */
 
+/* A db's figures for the metrics collector (apps/kv/metrics.c). */
+typedef struct kv_db_figures {
+    size_t keys, expires, mem;
+    uint64_t hits, misses, expired, evicted;
+} kv_db_figures;
+
 /* One shard's keys: a chained hash table rehashed incrementally (two
  * tables while growing or shrinking, a few buckets moved per operation),
  * plus the array of keys with a TTL that active expiry samples. */
@@ -103,6 +109,10 @@ typedef struct kv_db {
     uint64_t hits, misses, expired, evicted;
     uint64_t expire_cursor;
     struct kv_shard_state *st;
+    /* The figures when the shard last granted its lock: while a
+     * coordinator on another shard holds the db, the owner reports these
+     * rather than read what that shard is writing (txn.c). */
+    kv_db_figures at_lock;
 } kv_db;
 
 /* KV_NO_EXPIRE: no TTL. KV_KEEP_TTL: keep the old key's TTL. */
@@ -127,6 +137,8 @@ unsigned kv_lfu_freq(const kv_entry *e);
 int kv_db_init(kv_db *db, unsigned id);
 void kv_db_free(kv_db *db);
 size_t kv_db_size(const kv_db *db);
+/* The db's figures now; by whoever holds the db. */
+void kv_db_figures_get(const kv_db *db, kv_db_figures *out);
 /* Removes every key. */
 void kv_db_flush(kv_db *db);
 /* One step of background work: a few buckets of rehash, active expiry of

@@ -167,16 +167,19 @@ static uint64_t usec_now(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* INFO commandstats: calls and time per command, per shard (the shard
- * that ran it). */
+/* INFO commandstats and the metrics: calls and time per command, and the
+ * latency histogram, per shard (the shard that ran it). */
 static void count_command(const kv_command *cmd, uint64_t t0)
 {
     kv_shard_stats *st = kv_stats_local();
+    uint64_t us = usec_now() - t0;
     st->commands++;
+    st->usec += us;
+    st->latency[kv_latency_bucket(us)]++;
     if (st->per_cmd) {
         kv_cmd_stat *cs = &st->per_cmd[kv_command_id(cmd)];
         cs->calls++;
-        cs->usec += usec_now() - t0;
+        cs->usec += us;
     }
 }
 
@@ -1028,11 +1031,10 @@ static void cmd_reset(kv_client *c, resp_buf *out)
     resp_add_status(out, "RESET");
 }
 
-static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, size_t argc,
-                         const resp_arg *argv)
+static void run_conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, size_t argc,
+                             const resp_arg *argv)
 {
     const char *n = cmd->name;
-    count_command(cmd, usec_now());
     if (!strcmp(n, "quit")) {
         resp_add_status(out, "OK");
         c->quit = true;
@@ -1078,6 +1080,16 @@ static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, siz
     } else {
         resp_add_errorf(out, "ERR '%s' cannot run here", cmd->name);
     }
+}
+
+/* Counts the command's own time; what EXEC or WATCH start on other shards
+ * is counted there, command by command. */
+static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, size_t argc,
+                         const resp_arg *argv)
+{
+    uint64_t t0 = usec_now();
+    run_conn_command(c, cmd, out, argc, argv);
+    count_command(cmd, t0);
 }
 
 /* ---- dispatch ------------------------------------------------------------------- */
@@ -1296,6 +1308,11 @@ kv_client *kv_clients_here(void)
     return tl_clients;
 }
 
+size_t kv_clients_count_here(void)
+{
+    return tl_nclients;
+}
+
 /* ---- start and stop ---------------------------------------------------------------- */
 
 static void drained_free(void *ctx, keel_result r)
@@ -1365,6 +1382,11 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
         free(s);
         return keel_make_error(-ENOMEM);
     }
+    /* The store works without its metrics: a failure is only logged. */
+    int err = kv_metrics_start();
+    if (err)
+        kv_log("keel_metrics_register failed: %s; keel-kv's own metrics are off",
+               keel_strerror(err));
     return keel_then(keel_invoke_on_all(shard_setup, NULL), listen_now, s);
 }
 

@@ -62,11 +62,30 @@ typedef struct kv_cmd_stat {
     uint64_t calls, usec;
 } kv_cmd_stat;
 
+/* Command latency histogram: bucket i (i < KV_LATENCY_BOUNDS) counts
+ * commands that took at most 2^i microseconds (1 us to 4.2 s), the last
+ * one everything slower. Powers of two make the bucket a count of leading
+ * zeros on the hot path. */
+#define KV_LATENCY_BOUNDS 23
+
+/* Written only by the shard it belongs to (CONFIG RESETSTAT aside, which
+ * holds every shard's lock); aligned so that shards counting commands do
+ * not share cache lines. */
 typedef struct kv_shard_stats {
-    uint64_t commands;
+    _Alignas(64) uint64_t commands;
     uint64_t net_input_bytes;
-    kv_cmd_stat *per_cmd; /* by kv_command_id() */
+    uint64_t usec;                           /* time in all commands */
+    uint64_t latency[KV_LATENCY_BOUNDS + 1]; /* see KV_LATENCY_BOUNDS */
+    kv_cmd_stat *per_cmd;                    /* by kv_command_id() */
 } kv_shard_stats;
+
+/* The latency bucket of a command that took us microseconds: the smallest
+ * i with us <= 2^i, which is Prometheus's le="2^i us". */
+static inline unsigned kv_latency_bucket(uint64_t us)
+{
+    unsigned i = us <= 1 ? 0 : 64 - (unsigned)__builtin_clzll(us - 1);
+    return i < KV_LATENCY_BOUNDS ? i : KV_LATENCY_BOUNDS;
+}
 
 typedef struct kv_global_stats {
     atomic_uint_fast64_t connected_clients;
@@ -86,6 +105,11 @@ static inline kv_shard_stats *kv_stats_local(void)
 
 /* This shard's clients (CLIENT LIST/KILL walk them shard by shard). */
 kv_client *kv_clients_here(void);
+/* How many clients this shard has. */
+size_t kv_clients_count_here(void);
+/* Registers keel-kv's metrics collector (metrics.c); once, on a shard,
+ * after kv_stats_init. Returns 0 or -errno. */
+int kv_metrics_start(void);
 /* CLIENT SETNAME's checks; replies the error and returns false. */
 bool kv_client_set_name(kv_client *c, resp_buf *out, const resp_arg *name);
 void kv_client_command(kv_client *c, resp_buf *out, size_t argc, const resp_arg *argv);

@@ -28,10 +28,13 @@ kv_global_stats kv_stats;
 
 int kv_stats_init(unsigned nshards)
 {
-    kv_stats.shards = calloc(nshards, sizeof(*kv_stats.shards));
+    /* Aligned as kv_shard_stats asks, which calloc does not promise. */
+    size_t bytes = nshards * sizeof(*kv_stats.shards);
+    kv_stats.shards = aligned_alloc(_Alignof(kv_shard_stats), bytes);
     kv_stats.start_ms = kv_now_ms();
     if (!kv_stats.shards)
         return -1;
+    memset(kv_stats.shards, 0, bytes);
     kv_stats.nshards = nshards;
     for (unsigned i = 0; i < nshards; i++)
         kv_stats.shards[i].per_cmd = calloc(KV_MAX_COMMANDS, sizeof(kv_cmd_stat));
@@ -377,8 +380,11 @@ static void cmd_config(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
             db->hits = db->misses = db->expired = db->evicted = 0;
             /* Counters other shards write: reset under the locks this
              * command holds (CONFIG runs over every shard). */
-            if (kv_stats.shards[i].per_cmd)
-                memset(kv_stats.shards[i].per_cmd, 0, KV_MAX_COMMANDS * sizeof(kv_cmd_stat));
+            kv_shard_stats *st = &kv_stats.shards[i];
+            if (st->per_cmd)
+                memset(st->per_cmd, 0, KV_MAX_COMMANDS * sizeof(kv_cmd_stat));
+            st->usec = 0;
+            memset(st->latency, 0, sizeof(st->latency));
         }
         resp_add_status(c->out, "OK");
     } else if (kv_arg_is(&argv[1], "REWRITE") && argc == 2) {
@@ -667,6 +673,11 @@ static void cron_done(void *ctx, keel_result r)
         free(cr);
 }
 
+static keel_future *cron_loop(void *arg)
+{
+    return keel_repeat(cron_step, arg);
+}
+
 void kv_cron_start(void)
 {
     cron *cr = calloc(1, sizeof(*cr));
@@ -674,7 +685,12 @@ void kv_cron_start(void)
         return; /* lazy expiry still works */
     keel_abort_source_init(&cr->as);
     keel_at_exit(cron_exit, cr);
-    keel_on_done(keel_repeat(cron_step, cr), cron_done, cr);
+    /* Active expiry and rehashing are housekeeping: in the background
+     * group (every step, as each continuation inherits it), so under load
+     * they get that group's share of the shard rather than an equal turn
+     * with clients' commands. */
+    keel_on_done(keel_with_sched_group(keel_sched_group_background(), cron_loop, cr), cron_done,
+                 cr);
 }
 
 /* ---- CLIENT ------------------------------------------------------------------------ */

@@ -89,6 +89,18 @@ static void enqueue(kv_shard_state *st, work *w)
     st->tail = w;
 }
 
+/* The gate locks: from here until the unlock, the db is the
+ * coordinator's to write. Keep its figures as they are now, so this
+ * shard's metrics collector has something of its own to report
+ * meanwhile (the state before the locked command, which is what any
+ * reader on this shard would see). */
+static void lock_granted(kv_shard_state *st)
+{
+    st->locked = true;
+    kv_db *db = kv_db_of_shard(keel_shard_id());
+    kv_db_figures_get(db, &db->at_lock);
+}
+
 /* Runs queued items until the gate locks again or empties. */
 static void drain(kv_shard_state *st)
 {
@@ -98,7 +110,7 @@ static void drain(kv_shard_state *st)
         if (!st->head)
             st->tail = NULL;
         if (w->is_lock) {
-            st->locked = true;
+            lock_granted(st);
         } else {
             w->fn(w->arg);
             kv_block_serve_here();
@@ -120,7 +132,7 @@ static keel_future *gate(void (*fn)(void *), void *arg, bool is_lock)
     kv_shard_state *st = local_state();
     if (!st->locked && !st->head) {
         if (is_lock) {
-            st->locked = true;
+            lock_granted(st);
         } else {
             fn(arg);
             kv_block_serve_here();
@@ -168,6 +180,11 @@ bool kv_gate_open(void)
 {
     kv_shard_state *st = local_state();
     return !st->locked && !st->head;
+}
+
+bool kv_gate_locked(void)
+{
+    return local_state()->locked;
 }
 
 /* ---- locks ------------------------------------------------------------------- */

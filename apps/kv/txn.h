@@ -17,6 +17,8 @@ void kv_txn_fini_shard(unsigned shard);
 keel_future *kv_run_on(unsigned shard, void (*fn)(void *), void *arg);
 /* Whether this shard's gate would run work at once. */
 bool kv_gate_open(void);
+/* Whether a coordinator holds this shard's lock (and so its db). */
+bool kv_gate_locked(void);
 /* Locks shards[0..n) (ascending, distinct) one by one, runs body(arg) on
  * this shard holding all of them, then releases them; resolves after. */
 keel_future *kv_run_locked(const unsigned *shards, unsigned n, void (*body)(void *), void *arg);

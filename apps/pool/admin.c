@@ -395,6 +395,7 @@ static pool_snap *merged_pools(snapshot *sn, int *count)
             m->sv_active += ps->sv_active;
             m->sv_idle += ps->sv_idle;
             m->sv_used += ps->sv_used;
+            m->sv_tested += ps->sv_tested;
             m->sv_login += ps->sv_login;
             if (ps->oldest_wait_ns > m->oldest_wait_ns)
                 m->oldest_wait_ns = ps->oldest_wait_ns;

@@ -23,6 +23,7 @@ static struct {
     bool pidfile_written;
     char unix_path[300];
     bool safe_shutdown;
+    const char *metrics_address; /* --metrics-address, for the log line */
 } app;
 
 static void cfg_log(void *arg, bool error, const char *msg)
@@ -41,6 +42,7 @@ static void *shard_create(void *arg)
         return NULL;
     sh->id = keel_shard_id();
     keel_abort_source_init(&sh->stopping);
+    pool_metrics_shard(sh);
     return sh;
 }
 
@@ -81,6 +83,7 @@ static keel_future *shard_stop(void *arg)
 static void shard_destroy(void *inst)
 {
     pool_shard *sh = inst;
+    pool_metrics_shard(NULL);
     for (ppool *p = sh->pools, *n; p; p = n) {
         n = p->next;
         pgbuf_free(&p->welcome);
@@ -180,6 +183,11 @@ static void listening_tcp(void *ctx, keel_result r)
         return;
     }
     plog("listening on %s:%u", lc->bind, keel_listener_port(app.tcp));
+    /* keel says so on stderr; the pool's log says it too, for a logfile
+     * read without stderr (daemon mode). */
+    if (keel_metrics_port())
+        plog("metrics on http://%s:%u/metrics",
+             app.metrics_address ? app.metrics_address : "0.0.0.0", keel_metrics_port());
     plog("process up: keel-pool %s (PgBouncer %s compatible), %u shards, backend %s, "
          "try: psql -h %s -p %u -U USER DBNAME",
          "0.1.0", POOL_VERSION, keel_shard_count(), keel_backend_name(),
@@ -429,6 +437,12 @@ int main(int argc, char **argv)
     keel_signal_handle(SIGUSR2, on_sigusr, NULL);
     keel_signal_handle(SIGINT, on_sigint, NULL);
     keel_signal_handle(SIGTERM, on_sigint, NULL);
+    /* The pooler works without its metrics: a failure is only logged. */
+    int merr = pool_metrics_start();
+    if (merr)
+        pwarn("keel_metrics_register failed: %s; keel-pool's own metrics are off",
+              keel_strerror(merr));
+    app.metrics_address = kc.metrics_address;
     int err = keel_run(&kc, main_fn, NULL);
     if (err) {
         fprintf(stderr, "keel-pool: %s\n", keel_strerror(err));

@@ -206,6 +206,7 @@ struct pserver {
     char *internal_error;
     keel_promise internal_p;
     uint64_t connect_ns, request_ns, last_used_ns, checked_ns;
+    keel_future *connecting; /* the connect, until server_connect's task attaches to it */
     char addr[64];
     uint16_t port, local_port;
     void *prep; /* prep.c's state: statements prepared on this connection */
@@ -327,6 +328,15 @@ void pool_welcome_publish(ppool *p);
 bool pool_welcome_take(ppool *p);
 void admin_free_retired(void);
 extern uint64_t pool_start_ns;
+
+/* ---- metrics.c ----------------------------------------------------------------------- */
+
+/* Registers keel-pool's metrics collector; once, before keel_run.
+ * Returns 0 or -errno. */
+int pool_metrics_start(void);
+/* Gives the collector this shard's state (NULL: it is going away). On
+ * the shard. */
+void pool_metrics_shard(pool_shard *sh);
 
 /* ---- helpers ------------------------------------------------------------------------- */
 

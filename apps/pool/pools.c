@@ -833,9 +833,20 @@ static keel_future *janitor_step(void *arg)
                              janitor_again, NULL);
 }
 
+static keel_future *janitor_loop(void *arg)
+{
+    return keel_repeat(janitor_step, arg);
+}
+
 void pool_maintain_start(void)
 {
-    keel_detach(keel_repeat(janitor_step, NULL));
+    /* Timeouts, idle servers and the stats_period averages are
+     * housekeeping: in the background group (every step, as each
+     * continuation inherits it), so under load they get that group's
+     * share of the shard rather than an equal turn with the clients'
+     * traffic. What the janitor starts for clients (server logins) goes
+     * back to the main group (server_connect). */
+    keel_detach(keel_with_sched_group(keel_sched_group_background(), janitor_loop, NULL));
 }
 
 void pool_globals_free(void)

@@ -595,6 +595,15 @@ static void server_free(void *ctx, keel_result r)
     free(s);
 }
 
+/* Once s->connecting resolves: log in, then the reply loop. */
+static keel_future *login_start(void *arg)
+{
+    pserver *s = arg;
+    keel_future *f = s->connecting;
+    s->connecting = NULL;
+    return keel_then(f, connected, s);
+}
+
 void server_connect(ppool *p)
 {
     pool_shard *sh = shard_here();
@@ -620,7 +629,15 @@ void server_connect(ppool *p)
     s->port = (uint16_t)(d->port > 0 ? d->port : 5432);
     snprintf(s->addr, sizeof(s->addr), "%s", host ? host : "unix");
     uint64_t timeout = (uint64_t)(pool_cfg->server_connect_timeout * 1e9);
-    keel_on_done(keel_then(connect_host(host, s->port, timeout), connected, s), server_free, s);
+    s->connecting = connect_host(host, s->port, timeout);
+    /* A server connection carries clients' traffic for its whole life, and
+     * its continuations keep the group they are attached in: one the
+     * janitor opens (min_pool_size, waiting clients) from the background
+     * group goes on in main, as one a client's query opens does. */
+    keel_future *f = keel_sched_group_current() == keel_sched_group_main()
+                         ? login_start(s)
+                         : keel_with_sched_group(keel_sched_group_main(), login_start, s);
+    keel_on_done(f, server_free, s);
 }
 
 /* ---- closing ------------------------------------------------------------------------------ */
