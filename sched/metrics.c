@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +315,66 @@ static void add_group_metrics(keel_metrics *m, unsigned shard)
     }
 }
 
+/* A counter or gauge read from a field of a stats struct. */
+typedef struct stat_metric {
+    keel_metric_type type;
+    const char *name, *help;
+    size_t offset;
+} stat_metric;
+
+#define SHARD_STAT(t, n, h, f)                                                                     \
+    {                                                                                              \
+        t, n, h, offsetof(keel_shard_stats, f)                                                     \
+    }
+static const stat_metric shard_stat_metrics[] = {
+    SHARD_STAT(C, "keel_tasks_total", "Continuations run from the run queues", tasks_run),
+    SHARD_STAT(C, "keel_inline_runs_total", "Continuations run inline (ready fast path)",
+               inline_runs),
+    SHARD_STAT(C, "keel_loop_turns_total", "Turns of the shard's loop", loop_turns),
+    SHARD_STAT(C, "keel_sleeps_total", "Turns that waited in the kernel", sleeps),
+    SHARD_STAT(C, "keel_io_submitted_total", "I/O operations submitted", sqes_submitted),
+    SHARD_STAT(C, "keel_io_completed_total", "I/O completions reaped", cqes_reaped),
+    SHARD_STAT(C, "keel_reactor_enters_total", "io_uring_enter or epoll_wait calls", enter_calls),
+    SHARD_STAT(C, "keel_xshard_messages_sent_total", "Cross-shard messages sent", msgs_sent),
+    SHARD_STAT(C, "keel_xshard_messages_received_total", "Cross-shard messages received",
+               msgs_received),
+    SHARD_STAT(C, "keel_xshard_wakeups_sent_total", "Sleeping shards woken by this one",
+               wakeups_sent),
+    SHARD_STAT(C, "keel_timers_fired_total", "Timers fired", timers_fired),
+    SHARD_STAT(C, "keel_blocking_jobs_total", "Jobs run in the blocking pool", blocking_jobs),
+    SHARD_STAT(C, "keel_stalls_total", "Tasks that held the shard past the stall threshold",
+               stalls),
+    SHARD_STAT(C, "keel_trace_events_total", "Events recorded by the trace", trace_events),
+    SHARD_STAT(C, "keel_memory_allocations_bytes_total", "Bytes allocated by the shard's thread",
+               bytes_allocated),
+};
+
+#define NET_STAT(t, n, h, f)                                                                       \
+    {                                                                                              \
+        t, n, h, offsetof(keel_net_stats, f)                                                       \
+    }
+static const stat_metric net_stat_metrics[] = {
+    NET_STAT(G, "keel_net_connections", "Connections open on the shard", open),
+    NET_STAT(C, "keel_net_accepts_total", "Connections accepted by the shard", accepted),
+    NET_STAT(C, "keel_net_refused_total", "Connections closed at accept (over max_conns)", refused),
+    NET_STAT(C, "keel_net_accept_errors_total", "Failed accepts", accept_errors),
+    NET_STAT(C, "keel_net_errors_total", "Connections failed (reset, timed out, I/O error)",
+             errors),
+    NET_STAT(C, "keel_net_received_bytes_total", "Bytes received", bytes_in),
+    NET_STAT(C, "keel_net_sent_bytes_total", "Bytes sent", bytes_out),
+    NET_STAT(G, "keel_net_receive_buffers_in_use", "Receive buffers held by connections",
+             bufs_in_use),
+};
+
+static void add_stats(keel_metrics *m, const stat_metric *t, size_t n, const void *stats)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)stats + t[i].offset, sizeof(v));
+        keel_metrics_add(m, t[i].type, t[i].name, t[i].help, NULL, (double)v);
+    }
+}
+
 /* The runtime's own per-shard series; runs on the shard it describes. */
 static void add_shard_metrics(keel_metrics *m)
 {
@@ -325,38 +386,12 @@ static void add_shard_metrics(keel_metrics *m)
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
     keel_metrics_add(m, C, "keel_cpu_seconds_total", "CPU time of the shard's thread (user+system)",
                      NULL, (double)cpu.tv_sec + (double)cpu.tv_nsec / 1e9);
-    keel_metrics_add(m, C, "keel_tasks_total", "Continuations run from the run queues", NULL,
-                     (double)st.tasks_run);
-    keel_metrics_add(m, C, "keel_inline_runs_total", "Continuations run inline (ready fast path)",
-                     NULL, (double)st.inline_runs);
-    keel_metrics_add(m, C, "keel_loop_turns_total", "Turns of the shard's loop", NULL,
-                     (double)st.loop_turns);
-    keel_metrics_add(m, C, "keel_sleeps_total", "Turns that waited in the kernel", NULL,
-                     (double)st.sleeps);
-    keel_metrics_add(
-        m, C, "keel_sleep_seconds_total",
-        "Time in the kernel call that waits for work (with the kernel I/O work done in it)", NULL,
-        (double)st.sleep_ns / 1e9);
-    keel_metrics_add(m, C, "keel_io_submitted_total", "I/O operations submitted", NULL,
-                     (double)st.sqes_submitted);
-    keel_metrics_add(m, C, "keel_io_completed_total", "I/O completions reaped", NULL,
-                     (double)st.cqes_reaped);
-    keel_metrics_add(m, C, "keel_reactor_enters_total", "io_uring_enter or epoll_wait calls", NULL,
-                     (double)st.enter_calls);
-    keel_metrics_add(m, C, "keel_xshard_messages_sent_total", "Cross-shard messages sent", NULL,
-                     (double)st.msgs_sent);
-    keel_metrics_add(m, C, "keel_xshard_messages_received_total", "Cross-shard messages received",
-                     NULL, (double)st.msgs_received);
-    keel_metrics_add(m, C, "keel_xshard_wakeups_sent_total", "Sleeping shards woken by this one",
-                     NULL, (double)st.wakeups_sent);
-    keel_metrics_add(m, C, "keel_timers_fired_total", "Timers fired", NULL,
-                     (double)st.timers_fired);
-    keel_metrics_add(m, C, "keel_blocking_jobs_total", "Jobs run in the blocking pool", NULL,
-                     (double)st.blocking_jobs);
-    keel_metrics_add(m, C, "keel_stalls_total",
-                     "Tasks that held the shard past the stall threshold", NULL, (double)st.stalls);
-    keel_metrics_add(m, C, "keel_trace_events_total", "Events recorded by the trace", NULL,
-                     (double)st.trace_events);
+    keel_metrics_add(m, C, "keel_sleep_seconds_total",
+                     "Time in the kernel call that waits for work (with the kernel I/O work done "
+                     "in it)",
+                     NULL, (double)st.sleep_ns / 1e9);
+    add_stats(m, shard_stat_metrics, sizeof(shard_stat_metrics) / sizeof(shard_stat_metrics[0]),
+              &st);
     /* Live bytes: the shard's arena when jemalloc runs (memory another
      * thread frees is still counted right); else what the thread allocated
      * less what it freed, which cross-thread frees can skew. */
@@ -370,25 +405,9 @@ static void add_shard_metrics(keel_metrics *m)
         keel_metrics_add(m, G, "keel_memory_resident_arena_bytes",
                          "Physical memory held by the shard's jemalloc arena", NULL,
                          (double)arena_res);
-    keel_metrics_add(m, C, "keel_memory_allocations_bytes_total",
-                     "Bytes allocated by the shard's thread", NULL, (double)st.bytes_allocated);
     keel_net_stats ns;
     keel_net_stats_get(s->id, &ns);
-    keel_metrics_add(m, G, "keel_net_connections", "Connections open on the shard", NULL,
-                     (double)ns.open);
-    keel_metrics_add(m, C, "keel_net_accepts_total", "Connections accepted by the shard", NULL,
-                     (double)ns.accepted);
-    keel_metrics_add(m, C, "keel_net_refused_total",
-                     "Connections closed at accept (over max_conns)", NULL, (double)ns.refused);
-    keel_metrics_add(m, C, "keel_net_accept_errors_total", "Failed accepts", NULL,
-                     (double)ns.accept_errors);
-    keel_metrics_add(m, C, "keel_net_errors_total",
-                     "Connections failed (reset, timed out, I/O error)", NULL, (double)ns.errors);
-    keel_metrics_add(m, C, "keel_net_received_bytes_total", "Bytes received", NULL,
-                     (double)ns.bytes_in);
-    keel_metrics_add(m, C, "keel_net_sent_bytes_total", "Bytes sent", NULL, (double)ns.bytes_out);
-    keel_metrics_add(m, G, "keel_net_receive_buffers_in_use", "Receive buffers held by connections",
-                     NULL, (double)ns.bufs_in_use);
+    add_stats(m, net_stat_metrics, sizeof(net_stat_metrics) / sizeof(net_stat_metrics[0]), &ns);
     add_group_metrics(m, s->id);
 }
 
