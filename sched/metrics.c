@@ -474,10 +474,11 @@ static keel_future *visit_next(void *ctx)
     return keel_then(keel_submit_to(shard, collect_here, sc), go_on, NULL);
 }
 
-/* Resolves to a keel_metrics * holding every shard's and the global
- * samples (freed with metrics_free). */
-static keel_future *scrape_all(scrape *sc)
+/* Visits every shard in turn; resolves to 0 once sc->m holds every
+ * shard's samples (the global ones are added by the caller). */
+static keel_future *scrape_all(void *arg)
 {
+    scrape *sc = arg;
     keel__memory_refresh();
     return keel_repeat(visit_next, sc);
 }
@@ -604,7 +605,10 @@ static keel_future *route(http_conn *h, const char *req, size_t len)
         h->sc.m = calloc(1, sizeof(keel_metrics));
         if (!h->sc.m)
             return respond_text(h, 500, "out of memory\n");
-        return keel_then_wrapped(scrape_all(&h->sc), scraped, h);
+        /* Statistics are background work: under load a scrape takes the
+         * background group's share, not a turn as big as the clients'. */
+        return keel_then_wrapped(
+            keel_with_sched_group(keel_sched_group_background(), scrape_all, &h->sc), scraped, h);
     }
     if (!strcmp(path, "/trace/start")) {
         int err = keel_trace_start();
