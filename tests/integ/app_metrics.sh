@@ -19,35 +19,15 @@ if [[ $# -ne 3 ]]; then
     exit 2
 fi
 # Absolute: pool_lib.sh starts the pooler from its scratch directory.
-kv_bin=$(realpath "$1")
 pool_bin=$(realpath "$2")
 pg_client_bin=$(realpath "$3")
 here=$(cd "$(dirname "$0")" && pwd)
+# keel-kv is started and stopped by kv_lib.sh (work, fail, cleanup).
+set -- "$(realpath "$1")"
+source "$here/kv_lib.sh"
+pass() { echo "$kv_test: PASS: $*"; }
 
-work=$(mktemp -d)
-kv_pid=
-cleanup() {
-    [[ -n $kv_pid ]] && kill -9 "$kv_pid" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT # an interrupt or a timeout's kill still cleans up
-trap 'exit 143' TERM
-
-fail() {
-    echo "app_metrics: FAIL: $*"
-    [[ -s $work/kv.out ]] && { echo "--- kv.out (last 30 lines)"; tail -n 30 "$work/kv.out"; }
-    exit 1
-}
-pass() { echo "app_metrics: PASS: $*"; }
-
-command -v promtool >/dev/null ||
-    fail "promtool is not installed: run tools/deps.sh (it installs package prometheus)"
-for p in curl redis-cli; do
-    command -v "$p" >/dev/null || fail "$p is not installed: run tools/deps.sh"
-done
-[[ -x $kv_bin ]] || fail "no keel-kv binary at '$kv_bin'"
+need promtool curl
 
 # ---- helpers on a scrape (also used by the keel-pool part) -----------------
 
@@ -103,19 +83,13 @@ msum() {
 
 # ---- keel-kv ------------------------------------------------------------------
 
-"$kv_bin" --bind 127.0.0.1 --port 0 --metrics-port 0 --metrics-address 127.0.0.1 --shards 2 \
-    >"$work/kv.out" 2>&1 &
-kv_pid=$!
-kv_port=
+start_kv --bind 127.0.0.1 --metrics-port 0 --metrics-address 127.0.0.1
 mport=
 for _ in $(seq 200); do
-    kill -0 "$kv_pid" 2>/dev/null || fail "keel-kv exited at startup"
-    kv_port=$(sed -nE 's/^keel-kv: listening on 127\.0\.0\.1 port ([0-9]+),.*/\1/p' "$work/kv.out")
     mport=$(metrics_port_of "$work/kv.out")
-    [[ -n $kv_port && -n $mport ]] && break
+    [[ -n $mport ]] && break
     sleep 0.05
 done
-[[ -n $kv_port ]] || fail "keel-kv did not print its listening line within 10 s"
 [[ -n $mport ]] || fail "keel-kv did not log 'metrics on http://127.0.0.1:PORT/metrics' within 10 s"
 R() { redis-cli -p "$kv_port" "$@"; }
 
@@ -226,18 +200,7 @@ done
 [[ -n $ok ]] || fail "keel_kv_connected_clients not back to $c0 5 s after the client left"
 pass "keel-kv: keel_kv_connected_clients follows a client ($c0 -> $c1 -> $c0)"
 
-kill -TERM "$kv_pid"
-for _ in $(seq 100); do
-    kill -0 "$kv_pid" 2>/dev/null || break
-    sleep 0.1
-done
-kill -0 "$kv_pid" 2>/dev/null && fail "keel-kv still running 10 s after SIGTERM"
-wait "$kv_pid"
-rc=$?
-kv_pid=
-[[ $rc -eq 0 ]] || fail "keel-kv exit status $rc after SIGTERM"
-grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$work/kv.out" &&
-    fail "sanitizer report in keel-kv's output"
+stop_kv
 pass "keel-kv: stopped cleanly"
 
 # ---- keel-pool, in a subshell: pool_lib.sh's cleanup trap (PostgreSQL, the
