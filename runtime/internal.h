@@ -149,6 +149,7 @@ enum {
     KEEL__OP_SENDMSG,      /* sendmsg(fd, msg, MSG_NOSIGNAL) */
     KEEL__OP_SEND,         /* send(fd, buf, len, MSG_NOSIGNAL) */
     KEEL__OP_CONNECT,      /* connect(fd, addr, addrlen) */
+    KEEL__OP_FILE,         /* a file operation: the op heads a keel__fop (disk/) */
 };
 
 /* Completion flags, shared by both backends (the values are io_uring's). */
@@ -180,6 +181,25 @@ struct keel__op {
     void *ctx;
     keel__op *next_ready; /* epoll: ops to perform at the next poll */
 };
+
+/* A file operation (disk/file.c): the io_uring backend preps it from the
+ * fields after `op`, which must come first. */
+enum {
+    KEEL__FOP_READ = 1,
+    KEEL__FOP_WRITE,
+    KEEL__FOP_FSYNC,
+    KEEL__FOP_FDATASYNC,
+    KEEL__FOP_FALLOCATE,
+    KEEL__FOP_CLOSE,
+};
+typedef struct keel__fop {
+    keel__op op;
+    uint8_t kind;
+    void *buf;
+    uint64_t len, off;
+    uint64_t done; /* bytes written so far (a short write goes on) */
+    keel_promise p;
+} keel__fop;
 
 /* The shard's receive buffers: `count` buffers of `size` bytes that the
  * kernel (io_uring provided-buffer ring) or the epoll backend picks for a

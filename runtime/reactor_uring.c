@@ -158,6 +158,23 @@ static int uring_submit(keel__shard *s, keel__op *op)
     case KEEL__OP_SEND: io_uring_prep_send(sqe, op->fd, op->buf, op->len, MSG_NOSIGNAL); break;
     case KEEL__OP_SENDMSG: io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL); break;
     case KEEL__OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen); break;
+    case KEEL__OP_FILE: {
+        const keel__fop *fo = (const keel__fop *)op;
+        switch (fo->kind) {
+        case KEEL__FOP_READ:
+            io_uring_prep_read(sqe, op->fd, fo->buf, (unsigned)fo->len, fo->off);
+            break;
+        case KEEL__FOP_WRITE:
+            io_uring_prep_write(sqe, op->fd, fo->buf, (unsigned)fo->len, fo->off);
+            break;
+        case KEEL__FOP_FSYNC: io_uring_prep_fsync(sqe, op->fd, 0); break;
+        case KEEL__FOP_FDATASYNC: io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC); break;
+        case KEEL__FOP_FALLOCATE: io_uring_prep_fallocate(sqe, op->fd, 0, fo->off, fo->len); break;
+        case KEEL__FOP_CLOSE: io_uring_prep_close(sqe, op->fd); break;
+        default: return -EINVAL;
+        }
+        break;
+    }
     default: return -EINVAL;
     }
     io_uring_sqe_set_data(sqe, op);

@@ -9,6 +9,7 @@
 #include <keel/runtime.h>
 #include <keel/net.h>
 #include <keel/sched.h>
+#include <keel/disk.h>
 
 #define KEEL_VERSION "0.1.0"
 
