@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "ioq.h"
 
 #define DMA_ALIGN 4096
 /* One io_uring read or write moves at most this much; a longer write goes
@@ -18,8 +19,14 @@
 struct keel_file_s {
     int fd;
     bool direct;
+    uint8_t cls; /* io_queue class */
     uint32_t mem_align, off_align;
 };
+
+void keel_file_set_io_class(keel_file *f, keel_io_class *c)
+{
+    f->cls = keel__ioq_class_index(c);
+}
 
 bool keel_file_is_direct(const keel_file *f)
 {
@@ -71,8 +78,6 @@ static keel_result fop_run_sync(void *arg)
     return n < 0 ? keel_err(-errno) : keel_ok(n);
 }
 
-static void fop_submit(keel__shard *s, keel__fop *fo);
-
 /* A result, from either path: a short write goes on; anything else
  * resolves the operation's future. */
 static void fop_done(keel__shard *s, keel__fop *fo, int64_t res)
@@ -82,11 +87,12 @@ static void fop_done(keel__shard *s, keel__fop *fo, int64_t res)
         fo->buf = (char *)fo->buf + res;
         fo->off += (uint64_t)res;
         fo->len -= (uint64_t)res;
-        fop_submit(s, fo);
+        keel__fop_dispatch(s, fo);
         return;
     }
     if (fo->kind == KEEL__FOP_WRITE && res >= 0)
         res = (int64_t)(fo->done + (uint64_t)res);
+    keel__ioq_done(s, fo);
     keel_promise p = fo->p;
     keel__free(fo, sizeof(*fo));
     keel_promise_resolve(&p, res < 0 ? keel_err((int)res) : keel_ok(res));
@@ -105,7 +111,7 @@ static void fop_blocking_done(void *ctx, keel_result r)
     fop_done(keel__shard_self(), ctx, r.err ? r.err : r.val);
 }
 
-static void fop_submit(keel__shard *s, keel__fop *fo)
+void keel__fop_dispatch(keel__shard *s, keel__fop *fo)
 {
     if (fo->kind == KEEL__FOP_READ || fo->kind == KEEL__FOP_WRITE)
         if (fo->len > MAX_IO)
@@ -135,8 +141,9 @@ static keel_future *fop_start(keel_file *f, uint8_t kind, void *buf, uint64_t le
     fo->buf = buf;
     fo->len = len;
     fo->off = off;
+    fo->cls = f->cls;
     keel_future *fut = keel_promise_init(&fo->p);
-    fop_submit(s, fo);
+    keel__ioq_submit(s, fo);
     return fut;
 }
 
@@ -222,6 +229,7 @@ static keel_result open_sync(path_job *j)
     }
     f->fd = fd;
     f->direct = direct;
+    f->cls = 0;
     f->mem_align = f->off_align = 1;
     if (direct) {
         /* DIOALIGN (Linux 6.1) on files of file systems that report it;

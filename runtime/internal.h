@@ -199,6 +199,10 @@ typedef struct keel__fop {
     uint64_t len, off;
     uint64_t done; /* bytes written so far (a short write goes on) */
     keel_promise p;
+    struct keel__fop *qnext; /* in its io_queue class, while queued */
+    uint64_t queued_ns;
+    uint64_t cost; /* what it counts against the io_queue's budget */
+    uint8_t cls;   /* io_queue class */
 } keel__fop;
 
 /* The shard's receive buffers: `count` buffers of `size` bytes that the
@@ -340,6 +344,7 @@ struct keel__shard {
     bool stall_timer_ok;
 
     void *trace; /* sched/trace.c per-shard ring, or NULL */
+    void *disk;  /* disk/ io_queue, created on first use */
 };
 
 typedef struct keel__runtime {
@@ -406,6 +411,9 @@ static inline void keel__stall_progress(keel__shard *s)
 {
     s->stall_seq++;
 }
+
+/* disk/: frees the shard's io_queue. */
+void keel__disk_shard_fini(keel__shard *s);
 
 /* sched/metrics.c: the /metrics server, started on shard 0 by keel_run. */
 void keel__metrics_start(void);

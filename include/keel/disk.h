@@ -81,6 +81,41 @@ keel_future *keel_fs_unlink(const char *path);
 keel_future *keel_fs_mkdir(const char *path, mode_t mode);
 keel_future *keel_fs_size(const char *path);
 
+/* ---- the io_queue ---------------------------------------------------------------
+ *
+ * Each shard's file operations pass through its io_queue, which keeps the
+ * device's queue bounded (operations and bytes in flight) and, when
+ * requests wait, dispatches them from priority classes in proportion to
+ * their shares, by bytes (plus a fixed cost per operation): a commit log
+ * with 1000 shares and a compaction with 100 get 10:1 of the device while
+ * both have work, and the compaction all of it when alone (Seastar's
+ * io_queue idea). Requests of one class are dispatched in order. */
+
+typedef struct keel_io_class_s keel_io_class;
+
+#define KEEL_MAX_IO_CLASSES 8
+
+/* A class on every shard, shares 1 to 10000. Any thread. NULL with errno
+ * EINVAL, EEXIST or ENOSPC. */
+keel_io_class *keel_io_class_create(const char *name, unsigned shares);
+/* The class files start in ("default", 1000). */
+keel_io_class *keel_io_class_default(void);
+const char *keel_io_class_name(const keel_io_class *c);
+/* Operations on f from now on go to class c. */
+void keel_file_set_io_class(keel_file *f, keel_io_class *c);
+/* This shard's bound on operations and bytes in flight (defaults 256 and
+ * 32 MiB; an operation larger than max_bytes still goes, alone). */
+void keel_io_queue_set_limits(unsigned max_ops, uint64_t max_bytes);
+
+typedef struct keel_io_class_stats {
+    uint64_t dispatched_ops, dispatched_bytes;
+    uint64_t queued;  /* waiting now */
+    uint64_t wait_ns; /* total time requests waited in the queue */
+} keel_io_class_stats;
+
+/* A snapshot of c's accounting on shard (any thread). 0 or -EINVAL. */
+int keel_io_class_stats_get(unsigned shard, const keel_io_class *c, keel_io_class_stats *out);
+
 /* ---- aligned buffers -------------------------------------------------------- */
 
 /* A buffer of at least size bytes, aligned to 4096 (enough for O_DIRECT on
