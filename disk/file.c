@@ -90,7 +90,9 @@ static void fop_done(keel__shard *s, keel__fop *fo, int64_t res)
         keel__fop_dispatch(s, fo);
         return;
     }
-    if (fo->kind == KEEL__FOP_WRITE && res >= 0)
+    if (fo->kind == KEEL__FOP_WRITE && res == 0 && fo->len > 0)
+        res = -EIO; /* no progress: never report a partial write as done */
+    else if (fo->kind == KEEL__FOP_WRITE && res >= 0)
         res = (int64_t)(fo->done + (uint64_t)res);
     keel__ioq_done(s, fo);
     keel_promise p = fo->p;

@@ -290,6 +290,7 @@ static const char *op_name(uint32_t op)
     case KEEL__OP_SENDMSG: return "sendmsg";
     case KEEL__OP_SEND: return "send";
     case KEEL__OP_CONNECT: return "connect";
+    case KEEL__OP_FILE: return "file";
     default: return NULL;
     }
 }
