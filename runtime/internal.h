@@ -395,7 +395,6 @@ static inline bool keel__rq_empty(const keel__shard *s)
 {
     return s->runnable == 0;
 }
-size_t keel__rq_len(const keel__shard *s);
 /* Returns whether it stopped because the quota was spent. */
 bool keel__run_tasks(keel__shard *s);
 void keel__run_continuation(keel__shard *s, keel_future *f);

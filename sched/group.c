@@ -176,14 +176,6 @@ void keel__rq_push(keel__shard *s, keel_future *f)
     q->len++;
 }
 
-size_t keel__rq_len(const keel__shard *s)
-{
-    size_t n = 0;
-    for (unsigned g = 0; g < KEEL_MAX_SCHED_GROUPS; g++)
-        n += s->groups[g].len;
-    return n;
-}
-
 static keel_future *rq_pop(keel__shard *s, unsigned g)
 {
     keel__group_rq *q = &s->groups[g];
