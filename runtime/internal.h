@@ -435,7 +435,8 @@ void keel__trace_record(keel__shard *s, uint8_t type, uint64_t t0, uint64_t t1, 
 /* Process-wide setup/teardown at keel_run (config.trace_file, buffer). */
 int keel__trace_setup(const keel_config *c);
 void keel__trace_shard_init(keel__shard *s);
-void keel__trace_shard_fini(keel__shard *s); /* writes the file at exit if still on */
+/* After every shard has been joined (rings outlive their threads): writes
+ * the --trace file if still recording, frees the rings. */
 void keel__trace_teardown(void);
 static inline void keel__trace_io(keel__shard *s, uint8_t type, uint32_t op, int64_t v)
 {

@@ -340,7 +340,6 @@ static int shard_init(keel__shard *s)
 static void shard_fini(keel__shard *s, bool backend_up)
 {
     keel__stall_shard_fini(s);
-    keel__trace_shard_fini(s);
     keel__disk_shard_fini(s);
     if (backend_up)
         s->backend->fini(s);

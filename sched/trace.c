@@ -155,14 +155,6 @@ void keel__trace_shard_init(keel__shard *s)
     s->trace = &g.rings[s->id];
 }
 
-void keel__trace_shard_fini(keel__shard *s)
-{
-    /* The ring outlives the shard's thread: a trace still on at exit is
-     * written by keel__trace_teardown once every shard has been joined,
-     * and hooks may record until the thread ends. Nothing to undo here. */
-    (void)s;
-}
-
 static int write_json(const char *path, int64_t *written);
 
 void keel__trace_teardown(void)
