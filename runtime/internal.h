@@ -359,7 +359,9 @@ typedef struct keel__runtime {
     _Atomic int stop_requested;
     _Atomic int exit_now;
     pthread_barrier_t barrier;
-    _Atomic int init_failed;
+    _Atomic int init_failed; /* a shard could not start: the others skip their loops */
+    _Atomic int run_failed;  /* a start-up step failed once the loops ran (the metrics
+                                listener): keel_run stops cleanly, then returns -EIO */
 } keel__runtime;
 
 extern keel__runtime *keel__rt;

@@ -552,7 +552,7 @@ int keel_run(const keel_config *c, keel_main_fn main_fn, void *arg)
     }
     for (unsigned i = 0; i < n; i++)
         pthread_join(rt->shards[i]->thread, NULL);
-    err = atomic_load(&rt->init_failed) ? -EIO : 0;
+    err = atomic_load(&rt->init_failed) || atomic_load(&rt->run_failed) ? -EIO : 0;
     g_stop_target = NULL;
     pthread_barrier_destroy(&rt->barrier);
     keel__trace_teardown(); /* writes --trace FILE if still recording */

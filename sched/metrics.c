@@ -680,7 +680,9 @@ static void listening(void *ctx, keel_result r)
         keel__log("cannot serve metrics on %s port %d: %s; pick another --metrics-port (or "
                   "--metrics-address), or stop what uses it",
                   c->metrics_address, c->metrics_port, keel_strerror(r.err));
-        atomic_store(&keel__rt->init_failed, 1);
+        /* Not init_failed: a shard that read that after the start barrier
+         * would skip its loop, and the shutdown would wait for it forever. */
+        atomic_store(&keel__rt->run_failed, 1);
         keel_stop();
         return;
     }
