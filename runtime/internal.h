@@ -183,7 +183,10 @@ struct keel__op {
 };
 
 /* A file operation (disk/file.c): the io_uring backend preps it from the
- * fields after `op`, which must come first. */
+ * fields after `op`, which must come first. A backend that cannot run a
+ * kind (epoll: all of them; io_uring: opcodes the kernel lacks) refuses it
+ * in submit() with -EOPNOTSUPP, before taking an SQE, and file.c runs it in
+ * the blocking pool instead. */
 enum {
     KEEL__FOP_READ = 1,
     KEEL__FOP_WRITE,
@@ -191,18 +194,39 @@ enum {
     KEEL__FOP_FDATASYNC,
     KEEL__FOP_FALLOCATE,
     KEEL__FOP_CLOSE,
+    KEEL__FOP_WRITE_DSYNC, /* write, then fdatasync linked to it (two completions) */
+    KEEL__FOP_FTRUNCATE,   /* off: the new size */
+    KEEL__FOP_OPEN,        /* openat(AT_FDCWD, path, flags, mode) */
+    KEEL__FOP_STATX,       /* statx(fd or AT_FDCWD, path, flags, mask, buf) */
+    KEEL__FOP_RENAME,      /* renameat(AT_FDCWD, path, AT_FDCWD, path2) */
+    KEEL__FOP_UNLINK,      /* unlinkat(AT_FDCWD, path, 0) */
+    KEEL__FOP_MKDIR,       /* mkdirat(AT_FDCWD, path, mode) */
+    KEEL__FOP_KINDS
 };
+/* One io_uring read or write moves at most this much; the rest of a write
+ * goes on where it ended, a read returns short. */
+#define KEEL__FOP_MAX_IO (1u << 30)
 typedef struct keel__fop {
     keel__op op;
+    keel__op link; /* WRITE_DSYNC: the linked fdatasync's completion */
     uint8_t kind;
-    void *buf;
-    uint64_t len, off;
-    uint64_t done; /* bytes written so far (a short write goes on) */
+    uint8_t cls;         /* io_queue class */
+    uint8_t completions; /* still to come from the ring (2 for a linked pair) */
+    bool queued_in_ioq;  /* went through the io_queue: tell it when done */
+    bool opening;        /* STATX: DIOALIGN of the file OPEN just opened (out) */
+    int32_t link_res;    /* WRITE_DSYNC: what the fdatasync returned */
+    int64_t first_res;   /* WRITE_DSYNC: what the write returned */
+    void *buf;           /* READ/WRITE data; STATX: the struct statx */
+    uint64_t len, off;   /* len: what is left to move (a short write goes on) */
+    uint64_t done;       /* bytes written so far */
+    char *path, *path2;  /* path operations: owned copies */
+    int flags;           /* OPEN: open flags; STATX: AT_ flags */
+    uint32_t mode;       /* OPEN, MKDIR: mode; STATX: the statx mask */
+    void *out;           /* what the caller's result is copied to (stat) */
     keel_promise p;
     struct keel__fop *qnext; /* in its io_queue class, while queued */
     uint64_t queued_ns;
     uint64_t cost; /* what it counts against the io_queue's budget */
-    uint8_t cls;   /* io_queue class */
 } keel__fop;
 
 /* The shard's receive buffers: `count` buffers of `size` bytes that the
@@ -244,6 +268,12 @@ typedef struct keel__reactor_ops {
     int (*bufs_init)(keel__shard *s);
     /* Gives buffer bid back for reuse. */
     void (*buf_return)(keel__shard *s, uint16_t bid);
+    /* Registers [base, base + len) with the kernel so that file reads and
+     * writes inside it skip pinning pages per request (READ_FIXED and
+     * WRITE_FIXED), and unregisters the region that starts at base. 0 or
+     * -errno. NULL where the backend has nothing to register (epoll). */
+    int (*dma_register)(keel__shard *s, void *base, size_t len);
+    int (*dma_unregister)(keel__shard *s, void *base);
 } keel__reactor_ops;
 
 extern const keel__reactor_ops keel__reactor_uring;

@@ -127,6 +127,10 @@ static bool is_writer(const keel__op *op)
 
 static int epoll_submit(keel__shard *s, keel__op *op)
 {
+    /* A regular file is always "ready" to epoll and then blocks in read or
+     * write: file operations run in the blocking pool (disk/file.c). */
+    if (op->type == KEEL__OP_FILE)
+        return -EOPNOTSUPP;
     keel__trace_io(s, KEEL__EV_IO_SUBMIT, op->type, op->fd);
     epoll_state *e = s->backend_state;
     fd_entry *fe = entry(e, op->fd);

@@ -7,6 +7,7 @@
  * COOP_TASKRUN, SUBMIT_ALL, and a CQ eight times the SQ so bursts of
  * multishot completions never overflow it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,22 @@ _Static_assert(KEEL__BUF_SHIFT == IORING_CQE_BUFFER_SHIFT,
 
 #define BUF_GROUP 0
 
+/* liburing 2.3 knows no ftruncate; the kernel has it since 6.9 (the probe
+ * says whether this one does). It takes the fd and the size in off. */
+#ifndef IORING_OP_FTRUNCATE
+#define IORING_OP_FTRUNCATE 55
+#endif
+
+/* Registered file buffers: a sparse table of this many slots, created on
+ * the first keel_dma_register. Few, large regions are the use (a log's
+ * buffers, a cache's arena), so a linear search at prep time is cheap. */
+#define DMA_SLOTS 64
+
+typedef struct dma_region {
+    uintptr_t base;
+    size_t len; /* 0: the slot is free */
+} dma_region;
+
 typedef struct uring_state {
     struct io_uring ring;
     unsigned setup_flags;
@@ -35,7 +52,13 @@ typedef struct uring_state {
     size_t br_bytes;
     unsigned br_pending;  /* buffers added since the last tail advance */
     unsigned last_reaped; /* completions the previous poll found */
+    uint32_t file_kinds;  /* bit k: the kernel has the opcode for KEEL__FOP_k */
+    bool dma_table;       /* the sparse buffer table is registered */
+    unsigned dma_used;    /* slots in use */
+    dma_region dma[DMA_SLOTS];
 } uring_state;
+
+_Static_assert(KEEL__FOP_KINDS <= 32, "file_kinds is a 32-bit mask");
 
 /* Under load, a shard with nothing runnable waits for a batch of
  * completions (half of what the last poll found, up to BATCH_MAX) for at
@@ -93,6 +116,31 @@ static int uring_init(keel__shard *s, const keel_config *c)
     struct io_uring_probe *probe = io_uring_get_probe_ring(&u->ring);
     if (probe) {
         u->has_msg_ring = io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+        /* Which file operations the ring runs; the others go to the
+         * blocking pool (file.c), so an older kernel loses speed, not
+         * function. READ, WRITE, FSYNC, FALLOCATE and CLOSE predate every
+         * kernel the setup flags above accept, but probing costs nothing. */
+        static const struct {
+            uint8_t kind, opcode, opcode2;
+        } file_ops[] = {
+            {KEEL__FOP_READ, IORING_OP_READ, IORING_OP_READ_FIXED},
+            {KEEL__FOP_WRITE, IORING_OP_WRITE, IORING_OP_WRITE_FIXED},
+            {KEEL__FOP_FSYNC, IORING_OP_FSYNC, IORING_OP_FSYNC},
+            {KEEL__FOP_FDATASYNC, IORING_OP_FSYNC, IORING_OP_FSYNC},
+            {KEEL__FOP_FALLOCATE, IORING_OP_FALLOCATE, IORING_OP_FALLOCATE},
+            {KEEL__FOP_CLOSE, IORING_OP_CLOSE, IORING_OP_CLOSE},
+            {KEEL__FOP_WRITE_DSYNC, IORING_OP_WRITE, IORING_OP_FSYNC},
+            {KEEL__FOP_FTRUNCATE, IORING_OP_FTRUNCATE, IORING_OP_FTRUNCATE},
+            {KEEL__FOP_OPEN, IORING_OP_OPENAT, IORING_OP_OPENAT},
+            {KEEL__FOP_STATX, IORING_OP_STATX, IORING_OP_STATX},
+            {KEEL__FOP_RENAME, IORING_OP_RENAMEAT, IORING_OP_RENAMEAT},
+            {KEEL__FOP_UNLINK, IORING_OP_UNLINKAT, IORING_OP_UNLINKAT},
+            {KEEL__FOP_MKDIR, IORING_OP_MKDIRAT, IORING_OP_MKDIRAT},
+        };
+        for (size_t i = 0; i < sizeof(file_ops) / sizeof(file_ops[0]); i++)
+            if (io_uring_opcode_supported(probe, file_ops[i].opcode) &&
+                io_uring_opcode_supported(probe, file_ops[i].opcode2))
+                u->file_kinds |= 1u << file_ops[i].kind;
         io_uring_free_probe(probe);
     }
     /* A registered ring fd saves an fget/fput on every io_uring_enter. */
@@ -133,10 +181,92 @@ static struct io_uring_sqe *get_sqe(uring_state *u)
     return sqe;
 }
 
+/* The registered region holding all of [p, p + len), or -1. */
+static int dma_slot(const uring_state *u, const void *p, size_t len)
+{
+    if (!u->dma_used)
+        return -1;
+    uintptr_t a = (uintptr_t)p;
+    for (int i = 0; i < DMA_SLOTS; i++) {
+        const dma_region *r = &u->dma[i];
+        if (r->len && a >= r->base && a - r->base <= r->len && len <= r->len - (a - r->base))
+            return i;
+    }
+    return -1;
+}
+
+static void prep_file(uring_state *u, struct io_uring_sqe *sqe, const keel__fop *fo)
+{
+    int fd = fo->op.fd;
+    unsigned len = (unsigned)(fo->len < KEEL__FOP_MAX_IO ? fo->len : KEEL__FOP_MAX_IO);
+    int slot;
+    switch (fo->kind) {
+    case KEEL__FOP_READ:
+        /* Inside a registered region the kernel skips pinning the pages. */
+        if ((slot = dma_slot(u, fo->buf, len)) >= 0)
+            io_uring_prep_read_fixed(sqe, fd, fo->buf, len, fo->off, slot);
+        else
+            io_uring_prep_read(sqe, fd, fo->buf, len, fo->off);
+        break;
+    case KEEL__FOP_WRITE:
+    case KEEL__FOP_WRITE_DSYNC:
+        if ((slot = dma_slot(u, fo->buf, len)) >= 0)
+            io_uring_prep_write_fixed(sqe, fd, fo->buf, len, fo->off, slot);
+        else
+            io_uring_prep_write(sqe, fd, fo->buf, len, fo->off);
+        break;
+    case KEEL__FOP_FSYNC: io_uring_prep_fsync(sqe, fd, 0); break;
+    case KEEL__FOP_FDATASYNC: io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC); break;
+    case KEEL__FOP_FALLOCATE: io_uring_prep_fallocate(sqe, fd, 0, fo->off, fo->len); break;
+    case KEEL__FOP_CLOSE: io_uring_prep_close(sqe, fd); break;
+    case KEEL__FOP_FTRUNCATE:
+        io_uring_prep_rw(IORING_OP_FTRUNCATE, sqe, fd, NULL, 0, fo->off);
+        break;
+    case KEEL__FOP_OPEN: io_uring_prep_openat(sqe, AT_FDCWD, fo->path, fo->flags, fo->mode); break;
+    case KEEL__FOP_STATX: {
+        const char *path = fo->path ? fo->path : ""; /* "": the fd itself (AT_EMPTY_PATH) */
+        io_uring_prep_statx(sqe, path[0] ? AT_FDCWD : fd, path, fo->flags, fo->mode, fo->buf);
+        break;
+    }
+    case KEEL__FOP_RENAME:
+        io_uring_prep_renameat(sqe, AT_FDCWD, fo->path, AT_FDCWD, fo->path2, 0);
+        break;
+    case KEEL__FOP_UNLINK: io_uring_prep_unlinkat(sqe, AT_FDCWD, fo->path, 0); break;
+    case KEEL__FOP_MKDIR: io_uring_prep_mkdirat(sqe, AT_FDCWD, fo->path, fo->mode); break;
+    }
+}
+
+/* A file operation: one SQE, or for WRITE_DSYNC a write and an fdatasync
+ * linked to it (the fdatasync starts only once the write has completed in
+ * full; a failed or short write cancels it), taken together or not at all. */
+static int submit_file(keel__shard *s, uring_state *u, keel__fop *fo)
+{
+    if (fo->kind >= KEEL__FOP_KINDS || !(u->file_kinds & (1u << fo->kind)))
+        return -EOPNOTSUPP;
+    keel__trace_io(s, KEEL__EV_IO_SUBMIT, fo->op.type, fo->op.fd);
+    unsigned need = fo->kind == KEEL__FOP_WRITE_DSYNC ? 2 : 1;
+    if (io_uring_sq_space_left(&u->ring) < need)
+        io_uring_submit(&u->ring); /* SQ full: flush what is queued to make room */
+    if (io_uring_sq_space_left(&u->ring) < need)
+        return -EBUSY;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    prep_file(u, sqe, fo);
+    io_uring_sqe_set_data(sqe, &fo->op);
+    if (need == 2) {
+        sqe->flags |= IOSQE_IO_LINK;
+        sqe = io_uring_get_sqe(&u->ring);
+        io_uring_prep_fsync(sqe, fo->op.fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data(sqe, &fo->link);
+    }
+    return 0;
+}
+
 static int uring_submit(keel__shard *s, keel__op *op)
 {
-    keel__trace_io(s, KEEL__EV_IO_SUBMIT, op->type, op->fd);
     uring_state *u = s->backend_state;
+    if (op->type == KEEL__OP_FILE)
+        return submit_file(s, u, (keel__fop *)op);
+    keel__trace_io(s, KEEL__EV_IO_SUBMIT, op->type, op->fd);
     struct io_uring_sqe *sqe = get_sqe(u);
     if (!sqe)
         return -EBUSY;
@@ -158,24 +288,12 @@ static int uring_submit(keel__shard *s, keel__op *op)
     case KEEL__OP_SEND: io_uring_prep_send(sqe, op->fd, op->buf, op->len, MSG_NOSIGNAL); break;
     case KEEL__OP_SENDMSG: io_uring_prep_sendmsg(sqe, op->fd, op->msg, MSG_NOSIGNAL); break;
     case KEEL__OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->addr, op->addrlen); break;
-    case KEEL__OP_FILE: {
-        const keel__fop *fo = (const keel__fop *)op;
-        switch (fo->kind) {
-        case KEEL__FOP_READ:
-            io_uring_prep_read(sqe, op->fd, fo->buf, (unsigned)fo->len, fo->off);
-            break;
-        case KEEL__FOP_WRITE:
-            io_uring_prep_write(sqe, op->fd, fo->buf, (unsigned)fo->len, fo->off);
-            break;
-        case KEEL__FOP_FSYNC: io_uring_prep_fsync(sqe, op->fd, 0); break;
-        case KEEL__FOP_FDATASYNC: io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC); break;
-        case KEEL__FOP_FALLOCATE: io_uring_prep_fallocate(sqe, op->fd, 0, fo->off, fo->len); break;
-        case KEEL__FOP_CLOSE: io_uring_prep_close(sqe, op->fd); break;
-        default: return -EINVAL;
-        }
-        break;
-    }
-    default: return -EINVAL;
+    default:
+        /* The SQE is taken: make it a harmless no-op rather than submit
+         * whatever the ring held there. */
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, TAG_IGNORE);
+        return -EINVAL;
     }
     io_uring_sqe_set_data(sqe, op);
     return 0;
@@ -253,6 +371,61 @@ static void uring_buf_return(keel__shard *s, uint16_t bid)
     io_uring_buf_ring_add(u->br, p->base + (size_t)bid * p->size, p->size, bid,
                           io_uring_buf_ring_mask(p->count), (int)u->br_pending);
     u->br_pending++;
+}
+
+/* Registered file buffers live in a sparse table, so that one region is
+ * added or removed with an update (kernel 5.19) instead of re-registering
+ * them all, which would have to wait for every fixed I/O in flight. The
+ * kernel keeps a replaced buffer alive until the requests using it end. */
+static int uring_dma_register(keel__shard *s, void *base, size_t len)
+{
+    uring_state *u = s->backend_state;
+    uintptr_t a = (uintptr_t)base;
+    int free_slot = -1;
+    for (int i = 0; i < DMA_SLOTS; i++) {
+        const dma_region *r = &u->dma[i];
+        if (!r->len) {
+            if (free_slot < 0)
+                free_slot = i;
+        } else if (a < r->base + r->len && r->base < a + len) {
+            return -EEXIST;
+        }
+    }
+    if (free_slot < 0)
+        return -ENOSPC;
+    if (!u->dma_table) {
+        int err = io_uring_register_buffers_sparse(&u->ring, DMA_SLOTS);
+        if (err < 0) {
+            keel__log("io_uring_register_buffers_sparse(%u) failed: %s", DMA_SLOTS,
+                      keel_strerror(err));
+            return err;
+        }
+        u->dma_table = true;
+    }
+    struct iovec iov = {.iov_base = base, .iov_len = len};
+    int ret = io_uring_register_buffers_update_tag(&u->ring, (unsigned)free_slot, &iov, NULL, 1);
+    if (ret < 0)
+        return ret; /* -ENOMEM past RLIMIT_MEMLOCK, -EFAULT past 1 GiB, ... */
+    u->dma[free_slot] = (dma_region){.base = a, .len = len};
+    u->dma_used++;
+    return 0;
+}
+
+static int uring_dma_unregister(keel__shard *s, void *base)
+{
+    uring_state *u = s->backend_state;
+    for (int i = 0; i < DMA_SLOTS; i++) {
+        if (u->dma[i].len && u->dma[i].base == (uintptr_t)base) {
+            struct iovec iov = {.iov_base = NULL, .iov_len = 0}; /* empties the slot */
+            int ret = io_uring_register_buffers_update_tag(&u->ring, (unsigned)i, &iov, NULL, 1);
+            if (ret < 0)
+                return ret;
+            u->dma[i].len = 0;
+            u->dma_used--;
+            return 0;
+        }
+    }
+    return -ENOENT;
 }
 
 static void uring_wake(keel__shard *self, keel__shard *target)
@@ -344,4 +517,6 @@ const keel__reactor_ops keel__reactor_uring = {
     .wake = uring_wake,
     .bufs_init = uring_bufs_init,
     .buf_return = uring_buf_return,
+    .dma_register = uring_dma_register,
+    .dma_unregister = uring_dma_unregister,
 };

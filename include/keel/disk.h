@@ -1,12 +1,16 @@
 /* keel — files as futures.
  *
- * Reads, writes, fsync, fdatasync, fallocate and close go through the
- * shard's io_uring ring: real asynchronous file I/O, no thread per
- * request. Where the backend is epoll (or the kernel lacks an opcode), the
- * same calls run in the blocking pool, with the same results. Opening,
- * truncating and the path operations (stat, rename, unlink, mkdir) run in
- * the blocking pool on every backend: liburing 2.3 has no ftruncate, and
- * opening is rare enough that a thread hop costs nothing that matters.
+ * On the io_uring backend every call here is an io_uring operation: read,
+ * write (READ_FIXED/WRITE_FIXED inside a registered buffer), fsync,
+ * fdatasync, fallocate and close (kernel 5.6), open (OPENAT), stat (STATX),
+ * rename, unlink and mkdir (RENAMEAT, UNLINKAT 5.11; MKDIRAT 5.15),
+ * truncate (FTRUNCATE, 6.9: liburing 2.3 has no helper, keel preps the
+ * opcode itself), and the write→fdatasync pair as two linked SQEs. Each
+ * shard's ring is probed once at start; an operation whose opcode this
+ * kernel lacks, or that finds the submission queue full, runs in the
+ * blocking pool instead. On the epoll backend all of them run in the
+ * blocking pool (epoll cannot wait for a regular file). The results are the
+ * same on every road.
  *
  * A file is opened with O_DIRECT where the file system supports it (ext4,
  * xfs: not tmpfs), buffered otherwise; keel_file_is_direct tells which.
@@ -59,12 +63,34 @@ keel_future *keel_file_write(keel_file *f, uint64_t off, const void *buf, size_t
  * needs (fdatasync) are on stable storage, or -errno. */
 keel_future *keel_file_fsync(keel_file *f);
 keel_future *keel_file_fdatasync(keel_file *f);
+/* Writes len bytes of buf at off, then fdatasyncs f: resolves to len once
+ * both are done (the bytes are durable), or -errno of the first failure. On
+ * io_uring one write and one fdatasync linked to it (the sync starts when
+ * the write completed in full; a short write goes on with the rest, then
+ * syncs); elsewhere a blocking-pool job. len 0 is an fdatasync. buf must
+ * stay valid until it resolves. */
+keel_future *keel_file_write_dsync(keel_file *f, uint64_t off, const void *buf, size_t len);
 /* Reserves len bytes at off (fallocate mode 0); resolves to 0 or -errno. */
 keel_future *keel_file_allocate(keel_file *f, uint64_t off, uint64_t len);
 /* Sets the file's size; resolves to 0 or -errno. */
 keel_future *keel_file_truncate(keel_file *f, uint64_t size);
 /* Resolves to the file's size in bytes, or -errno. */
 keel_future *keel_file_size(keel_file *f);
+
+/* What keel_file_stat and keel_fs_stat report (from statx). */
+struct keel_stat {
+    uint64_t size;    /* bytes */
+    uint64_t blocks;  /* 512-byte blocks allocated */
+    uint32_t mode;    /* type and permissions, as st_mode (S_ISDIR(mode), ...) */
+    int64_t mtime_ns; /* last modification, ns since the epoch */
+    /* Alignment O_DIRECT needs for buffer addresses and for offsets and
+     * lengths (statx DIOALIGN), 0 where the file system does not say. */
+    uint32_t dio_mem_align, dio_offset_align;
+};
+
+/* Fills *out with f's metadata; resolves to 0 or -errno. out must stay
+ * valid until then. */
+keel_future *keel_file_stat(keel_file *f, struct keel_stat *out);
 
 bool keel_file_is_direct(const keel_file *f);
 /* Alignment direct I/O needs for buffer addresses and for offsets and
@@ -75,11 +101,17 @@ int keel_file_fd(const keel_file *f);
 
 /* ---- paths ----------------------------------------------------------------- */
 
-/* Each resolves to 0 or -errno. keel_fs_size to the size of path. */
+/* Each resolves to 0 or -errno (-ENOENT, -EEXIST, -EACCES, ...);
+ * keel_fs_size to the size of path. Paths are copied: the caller's strings
+ * need not outlive the call. Relative paths start at the process's working
+ * directory. These bypass the io_queue (they move no data). */
 keel_future *keel_fs_rename(const char *from, const char *to);
 keel_future *keel_fs_unlink(const char *path);
 keel_future *keel_fs_mkdir(const char *path, mode_t mode);
 keel_future *keel_fs_size(const char *path);
+/* Fills *out with path's metadata (following symlinks); resolves to 0 or
+ * -errno. out must stay valid until then. */
+keel_future *keel_fs_stat(const char *path, struct keel_stat *out);
 
 /* ---- the io_queue ---------------------------------------------------------------
  *
@@ -116,12 +148,89 @@ typedef struct keel_io_class_stats {
 /* A snapshot of c's accounting on shard (any thread). 0 or -EINVAL. */
 int keel_io_class_stats_get(unsigned shard, const keel_io_class *c, keel_io_class_stats *out);
 
+/* ---- streams ---------------------------------------------------------------------
+ *
+ * An append-only writer with write-behind: keel_appender_append copies the
+ * bytes into the appender's buffer and returns at once; the appender keeps
+ * one write in flight and starts the next, with everything appended
+ * meanwhile, when it completes, so a stream of small appends becomes a few
+ * large writes (group commit). keel_appender_flush resolves when what was
+ * appended before it is durable (written, then fdatasync'ed), and flushes
+ * called while a sync is in flight share the next one.
+ *
+ * On a direct (O_DIRECT) file the tail block is written padded with zeros
+ * and rewritten as it fills; keel_appender_close truncates the file to the
+ * bytes appended. A failed write (ENOSPC, EIO) keeps the bytes it could
+ * not write: the error is reported by flush and keel_appender_error until
+ * keel_appender_retry writes them successfully. Nothing appended is
+ * dropped. */
+
+typedef struct keel_appender_s keel_appender;
+
+/* An appender writing f from offset off on (usually its size); chunk is
+ * the most one write carries (0: 1 MiB). NULL on out-of-memory. f must
+ * stay open until keel_appender_close resolves. */
+keel_appender *keel_appender_new(keel_file *f, uint64_t off, size_t chunk);
+/* Appends len bytes (copied). 0, or -ENOMEM. */
+int keel_appender_append(keel_appender *a, const void *data, size_t len);
+/* Resolves to 0 once everything appended before the call is on stable
+ * storage, or -errno of the failing write or sync. */
+keel_future *keel_appender_flush(keel_appender *a);
+/* Resolves to 0 once everything appended before the call is written to
+ * the file (in the page cache for a buffered file: it survives the
+ * process, not the machine), or -errno. */
+keel_future *keel_appender_write_out(keel_appender *a);
+/* Offsets: appended so far (the logical end), written, and durable. */
+uint64_t keel_appender_offset(const keel_appender *a);
+uint64_t keel_appender_written(const keel_appender *a);
+uint64_t keel_appender_durable(const keel_appender *a);
+/* The error that stopped writing (-ENOSPC, -EIO...), or 0. */
+int keel_appender_error(const keel_appender *a);
+/* After an error: tries the unwritten bytes again (and a sync if a flush
+ * waits); writing goes on normally once that succeeds. */
+void keel_appender_retry(keel_appender *a);
+/* Writes and syncs what is left, frees the appender (not f); resolves to
+ * 0 or -errno (the appender is freed either way). */
+keel_future *keel_appender_close(keel_appender *a);
+
+/* A sequential reader with read-ahead: keeps up to ahead reads of chunk
+ * bytes in flight past what was consumed (chunk 0: 256 KiB, ahead 0: 4),
+ * so a parser consuming a file sees the device's bandwidth, not its
+ * latency. Works on direct and buffered files. */
+typedef struct keel_reader_s keel_reader;
+
+/* A reader of f from offset off to the end of the file. NULL on
+ * out-of-memory. */
+keel_reader *keel_reader_new(keel_file *f, uint64_t off, size_t chunk, unsigned ahead);
+/* Copies up to len bytes at the reader's position into buf; resolves to
+ * the count (short only at end of file; 0 there) or -errno. One read at a
+ * time. */
+keel_future *keel_reader_read(keel_reader *r, void *buf, size_t len);
+/* The offset of the next byte keel_reader_read returns. */
+uint64_t keel_reader_offset(const keel_reader *r);
+/* Waits for the reads in flight and frees r (not f); resolves to 0. */
+keel_future *keel_reader_close(keel_reader *r);
+
 /* ---- aligned buffers -------------------------------------------------------- */
 
 /* A buffer of at least size bytes, aligned to 4096 (enough for O_DIRECT on
  * any device), or NULL. Free with keel_dma_free. Any thread. */
 void *keel_dma_alloc(size_t size);
 void keel_dma_free(void *p);
+
+/* Registers [buf, buf + len) with the calling shard's ring: from then on
+ * that shard's keel_file_read/write/write_dsync whose buffer lies wholly
+ * inside it use READ_FIXED/WRITE_FIXED, which skip pinning the pages on
+ * every request (this pays for buffers reused for many operations: a log's
+ * write buffers, a cache's arena). 0, or -EINVAL, -EEXIST (overlaps a
+ * registered region), -ENOSPC (64 regions per shard), -EFAULT (over 1 GiB),
+ * -ENOMEM (past RLIMIT_MEMLOCK without CAP_IPC_LOCK). On epoll a no-op that
+ * returns 0. Shard-local: call it on each shard that does the I/O. */
+int keel_dma_register(void *buf, size_t len);
+/* Unregisters the region registered at buf on the calling shard; the
+ * kernel keeps it pinned until I/O already using it ends, so buf may be
+ * freed once those have resolved. 0, or -ENOENT (0 on epoll). */
+int keel_dma_unregister(void *buf);
 
 #ifdef __cplusplus
 }
