@@ -9,6 +9,7 @@ pkgs=(
   redis-tools redis-server
   libssl-dev libpq-dev postgresql-15 postgresql-client-15 pgbouncer
   curl jq tmux prometheus
+  fio
 )
 
 missing=()
