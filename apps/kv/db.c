@@ -14,6 +14,7 @@
 
 #include "dict.h"
 #include "kv.h"
+#include "persist.h"
 
 #define MIN_MASK 63
 #define REHASH_STEP 4 /* buckets moved per write while rehashing */
@@ -180,6 +181,8 @@ int kv_db_init(kv_db *db, unsigned id)
 
 void kv_db_flush(kv_db *db)
 {
+    if (kv_persist_on)
+        kv_persist_before_flush(db);
     for (int t = 0; t < 2; t++) {
         for (size_t i = 0; db->t[t] && i <= db->mask[t]; i++) {
             kv_entry *e = db->t[t][i];
@@ -231,6 +234,10 @@ void kv_db_figures_get(const kv_db *db, kv_db_figures *out)
 
 static void rehash_step(kv_db *db, size_t buckets)
 {
+    /* A snapshot walks the table by position: entries stay put while it
+     * runs (as Redis avoids resizing while a fork's child saves). */
+    if (db->rehash_paused)
+        return;
     /* Empty buckets are cheap: visit up to 10 per bucket asked for. */
     size_t empty_visits = buckets * 10;
     while (buckets && db->rehash >= 0) {
@@ -522,6 +529,8 @@ kv_entry *kv_lookup_type(kv_cmd_ctx *c, const resp_arg *key, unsigned type, bool
 static void touched(kv_cmd_ctx *c, kv_db *db, const resp_arg *key)
 {
     c->dirty = true;
+    if (kv_persist_on)
+        kv_persist_touch(db, key->ptr, key->len);
     kv_watch_touch(db, key->ptr, key->len);
     if (db->rehash >= 0)
         rehash_step(db, REHASH_STEP);
@@ -797,7 +806,20 @@ bool kv_db_evict(kv_db *db, int policy)
         return false;
     kv_entry **p = link_of(db, e->hash, e->data, e->klen);
     kv_watch_touch(db, e->data, e->klen);
+    if (kv_persist_on)
+        kv_persist_before_delete(db, e);
     unlink_free(db, p);
     db->evicted++;
     return true;
+}
+
+kv_entry *kv_db_peek(kv_db *db, const char *key, size_t klen)
+{
+    return *link_of(db, (uint32_t)kv_hash(key, klen), key, klen);
+}
+
+void kv_db_position(const kv_db *db, const kv_entry *e, int *table, size_t *bucket)
+{
+    *table = table_of((kv_db *)db, e->hash);
+    *bucket = e->hash & db->mask[*table];
 }

@@ -108,6 +108,7 @@ typedef struct kv_db {
     /* INFO stats */
     uint64_t hits, misses, expired, evicted;
     uint64_t expire_cursor;
+    unsigned rehash_paused; /* a snapshot walks the table: no entry moves */
     struct kv_shard_state *st;
     /* The figures when the shard last granted its lock: while a
      * coordinator on another shard holds the db, the owner reports these
@@ -160,6 +161,10 @@ bool kv_db_evict(kv_db *db, int policy);
 kv_entry *kv_db_random(kv_db *db, int64_t now_ms);
 /* The db of a shard. */
 kv_db *kv_db_of_shard(unsigned shard);
+/* The entry of key, live or expired, without side effects; or NULL. */
+kv_entry *kv_db_peek(kv_db *db, const char *key, size_t klen);
+/* Where e is in the table (for a snapshot's walk, while rehash_paused). */
+void kv_db_position(const kv_db *db, const kv_entry *e, int *table, size_t *bucket);
 
 /* Hooks of txn.c the keyspace calls: a key was written or deleted (WATCH);
  * a list or sorted set got elements (blocked clients). */

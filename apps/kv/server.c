@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 
 #include "kv.h"
+#include "persist.h"
 #include "server.h"
 #include "t_block.h"
 #include "txn.h"
@@ -219,18 +220,49 @@ static kv_waiter *would_block(const kv_cmd_ctx *x, const kv_command *cmd, kv_cli
 
 /* Runs a command's handler here; the caller made its keys reachable.
  * Returns the waiter if it blocked. */
+/* Redis refuses writes (and PING) while it cannot persist them: -MISCONF.
+ * Replies it and returns true then. */
+static bool persist_refused(const kv_command *cmd, resp_buf *out)
+{
+    const char *why = kv_persist_write_error();
+    if (!why || !((cmd->flags & KV_CMD_WRITE) || !strcmp(cmd->name, "ping")))
+        return false;
+    resp_add_error(out, why);
+    return true;
+}
+
+/* Runs the handler between persistence's begin and end when it may write;
+ * *mask/targets: what an appendfsync-always reply must wait for. */
+static void call_handler(kv_cmd_ctx *x, const kv_command *cmd, size_t argc,
+                         const resp_arg *argv, bool single, uint64_t *mask, uint64_t *targets)
+{
+    *mask = 0;
+    if (!(cmd->flags & KV_CMD_WRITE) ||
+        !__atomic_load_n(&kv_persist_on, __ATOMIC_RELAXED)) {
+        cmd->fn(x, argc, argv);
+        return;
+    }
+    kv_persist_begin(cmd, argc, argv, single);
+    cmd->fn(x, argc, argv);
+    kv_persist_end(mask, targets);
+}
+
 static kv_waiter *run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsigned flags,
-                              kv_db *db, int64_t *deadline, size_t argc, const resp_arg *argv)
+                              kv_db *db, int64_t *deadline, size_t argc, const resp_arg *argv,
+                              bool single, uint64_t *mask, uint64_t *targets)
 {
     kv_cmd_ctx x;
     ctx_init(&x, c, out);
     x.flags = flags;
+    *mask = 0;
+    if (persist_refused(cmd, out))
+        return NULL;
     if (!memory_ok(cmd, db)) {
         kv_reply_oom(out);
         return NULL;
     }
     uint64_t t0 = usec_now();
-    cmd->fn(&x, argc, argv);
+    call_handler(&x, cmd, argc, argv, single, mask, targets);
     count_command(cmd, t0);
     return would_block(&x, cmd, c, keel_shard_id(), deadline, argc, argv);
 }
@@ -269,18 +301,25 @@ typedef struct hop {
     int proto;
     resp_buf out; /* written on the owner, read and freed here */
     queued *q;
+    uint64_t durable_at; /* appendfsync always: the owner's AOF offset to wait for */
+    unsigned owner;
 } hop;
 
 static void hop_run(void *arg)
 {
     hop *h = arg;
     kv_cmd_ctx x = {.out = &h->out, .proto = h->proto, .now_ms = kv_now_ms(), .client = h->client};
+    if (persist_refused(h->q->cmd, &h->out))
+        return;
     if (!memory_ok(h->q->cmd, local_db())) {
         kv_reply_oom(&h->out);
         return;
     }
-    uint64_t t0 = usec_now();
-    h->q->cmd->fn(&x, h->q->argc, h->q->argv);
+    uint64_t t0 = usec_now(), mask, targets[64];
+    call_handler(&x, h->q->cmd, h->q->argc, h->q->argv, true, &mask, targets);
+    h->owner = keel_shard_id();
+    if (mask)
+        h->durable_at = targets[h->owner & 63];
     count_command(h->q->cmd, t0);
     h->waiter = would_block(&x, h->q->cmd, h->client, h->client_shard, &h->deadline, h->q->argc,
                             h->q->argv);
@@ -288,6 +327,34 @@ static void hop_run(void *arg)
 
 static void client_block(kv_client *c, slot *s, kv_waiter *w, int64_t deadline);
 static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp_arg *argv);
+
+/* appendfsync always: a write's reply waits until its record is durable
+ * (Redis's semantics), while the slot holds the client's later replies
+ * behind it. */
+typedef struct durable_wait {
+    kv_client *c;
+    slot *s;
+} durable_wait;
+
+static void durable_done(void *ctx, keel_result r)
+{
+    durable_wait *d = ctx;
+    (void)r; /* only -ESHUTDOWN: the client is going away */
+    work_finished(d->c, d->s);
+    free(d);
+}
+
+static void finish_when_durable(kv_client *c, slot *s, keel_future *f)
+{
+    durable_wait *d = malloc(sizeof(*d));
+    if (!d) {
+        keel_detach(f);
+        work_finished(c, s);
+        return;
+    }
+    *d = (durable_wait){c, s};
+    keel_on_done(f, durable_done, d);
+}
 
 static void hop_done(void *ctx, keel_result r)
 {
@@ -302,9 +369,13 @@ static void hop_done(void *ctx, keel_result r)
     slot *s = h->slot;
     kv_waiter *w = r.err ? NULL : h->waiter;
     int64_t deadline = h->deadline;
+    uint64_t durable_at = r.err ? 0 : h->durable_at;
+    unsigned owner = h->owner;
     free(h);
     if (w)
         client_block(c, s, w, deadline); /* the slot stays open */
+    else if (durable_at)
+        finish_when_durable(c, s, kv_persist_wait(owner, durable_at));
     else
         work_finished(c, s);
 }
@@ -314,8 +385,25 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
 {
     if (shard == keel_shard_id() && kv_gate_open()) {
         int64_t deadline;
-        kv_waiter *w =
-            run_handler(c, cmd, kv_reply_target(c), 0, local_db(), &deadline, argc, argv);
+        uint64_t mask, targets[64];
+        if (kv_persist_always() && (cmd->flags & KV_CMD_WRITE)) {
+            slot *s = new_slot(c);
+            if (s) {
+                work_started(c, s);
+                kv_waiter *w = run_handler(c, cmd, &s->out, 0, local_db(), &deadline, argc, argv,
+                                           true, &mask, targets);
+                kv_block_serve_here();
+                if (w)
+                    client_block(c, s, w, deadline);
+                else if (mask)
+                    finish_when_durable(c, s, kv_persist_wait(shard, targets[shard & 63]));
+                else
+                    work_finished(c, s);
+                return;
+            }
+        }
+        kv_waiter *w = run_handler(c, cmd, kv_reply_target(c), 0, local_db(), &deadline, argc,
+                                   argv, true, &mask, targets);
         kv_block_serve_here();
         if (w) {
             slot *s = new_slot(c);
@@ -365,6 +453,8 @@ typedef struct locked {
     watched *watches; /* EXEC: checked and dropped under the locks */
     kv_waiter *waiter; /* the command blocked */
     int64_t deadline;
+    uint64_t durable_mask; /* appendfsync always: the shards' AOFs to wait for */
+    uint64_t *durable_at;
 } locked;
 
 static void shard_set_add(unsigned *set, unsigned *n, unsigned shard)
@@ -405,15 +495,31 @@ static void all_shards(unsigned *set, unsigned *n)
 static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, size_t argc,
                          const resp_arg *argv);
 
+/* Keeps the latest AOF offset per shard a locked run's reply waits for. */
+static void locked_durable(locked *l, uint64_t mask, const uint64_t *targets)
+{
+    if (!mask)
+        return;
+    if (!l->durable_at && !(l->durable_at = calloc(64, sizeof(uint64_t))))
+        return; /* out of memory: the reply does not wait, as with appendfsync everysec */
+    l->durable_mask |= mask;
+    for (unsigned i = 0; i < 64; i++)
+        if ((mask >> i) & 1)
+            l->durable_at[i] = targets[i];
+}
+
 static void locked_body(void *arg)
 {
     locked *l = arg;
     kv_client *c = l->client;
     resp_buf *out = &l->slot->out;
+    uint64_t mask, targets[64];
     if (!l->exec) {
         /* maxmemory is checked against the first locked shard's part. */
         l->waiter = run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]),
-                                &l->deadline, l->cmds->argc, l->cmds->argv);
+                                &l->deadline, l->cmds->argc, l->cmds->argv, false, &mask,
+                                targets);
+        locked_durable(l, mask, targets);
         return;
     }
     bool dirty = false;
@@ -441,12 +547,14 @@ static void locked_body(void *arg)
     resp_add_array(out, n);
     int64_t unused; /* no command blocks inside EXEC */
     for (queued *q = l->cmds; q; q = q->next) {
-        if (q->cmd->flags & KV_CMD_CONN)
+        if (q->cmd->flags & KV_CMD_CONN) {
             conn_command(c, q->cmd, out, q->argc, q->argv);
-        else
+        } else {
             run_handler(c, q->cmd, out, KV_CTX_MULTI,
                         l->nshards ? kv_db_of_shard(l->shards[0]) : NULL, &unused, q->argc,
-                        q->argv);
+                        q->argv, false, &mask, targets);
+            locked_durable(l, mask, targets);
+        }
     }
 }
 
@@ -463,10 +571,15 @@ static void locked_done(void *ctx, keel_result r)
     slot *s = l->slot;
     kv_waiter *w = r.err ? NULL : l->waiter;
     int64_t deadline = l->deadline;
+    keel_future *durable =
+        l->durable_mask ? kv_persist_wait_all(l->durable_mask, l->durable_at) : NULL;
+    free(l->durable_at);
     free(l->shards);
     free(l);
     if (w)
         client_block(c, s, w, deadline);
+    else if (durable)
+        finish_when_durable(c, s, durable);
     else
         work_finished(c, s);
 }
@@ -500,7 +613,9 @@ static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp
     int nk = (cmd->flags & KV_CMD_ALL_SHARDS) ? 0 : kv_command_keys(cmd, argc, argv, idx, 256);
     if (!(cmd->flags & KV_CMD_ALL_SHARDS) && nk <= 0) {
         int64_t deadline;
-        run_handler(c, cmd, kv_reply_target(c), 0, NULL, &deadline, argc, argv);
+        uint64_t mask, targets[64];
+        run_handler(c, cmd, kv_reply_target(c), 0, NULL, &deadline, argc, argv, true, &mask,
+                    targets);
         return;
     }
     if (nk > 0 && nk < 256) {
@@ -1074,6 +1189,10 @@ static void run_conn_command(kv_client *c, const kv_command *cmd, resp_buf *out,
             resp_add_error(out, "ERR WATCH inside MULTI is not allowed");
         else
             cmd_watch(c, out, argc, argv);
+    } else if (!strcmp(n, "save") || !strcmp(n, "bgsave")) {
+        kv_cmd_save(c, out, n[0] == 'b');
+    } else if (!strcmp(n, "bgrewriteaof")) {
+        kv_cmd_bgrewriteaof(c, out);
     } else if (!strcmp(n, "unwatch")) {
         unwatch_all(c);
         resp_add_status(out, "OK");
@@ -1346,9 +1465,11 @@ static keel_future *shard_setup(void *arg)
     if (kv_db_init(local_db(), keel_shard_id()))
         return keel_make_error(-ENOMEM);
     kv_txn_attach(local_db());
+    /* Registered first so it runs last: the AOF closes after the clients. */
+    keel_future *loaded = kv_persist_shard_start();
     keel_at_exit(end_clients_at_exit, NULL);
     kv_cron_start();
-    return keel_make_ready(0);
+    return loaded;
 }
 
 typedef struct start_ctx {
@@ -1378,7 +1499,8 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
     kv_commands_init();
     ndbs = keel_shard_count();
     dbs = calloc(ndbs, sizeof(*dbs));
-    if (!dbs || kv_txn_init(ndbs) || kv_stats_init(ndbs) || kv_block_init(ndbs)) {
+    if (!dbs || kv_txn_init(ndbs) || kv_stats_init(ndbs) || kv_block_init(ndbs) ||
+        kv_persist_init(ndbs)) {
         free(s);
         return keel_make_error(-ENOMEM);
     }
@@ -1401,4 +1523,5 @@ void kv_server_free(void)
     kv_txn_fini();
     kv_block_fini(ndbs);
     kv_stats_free();
+    kv_persist_free();
 }

@@ -23,6 +23,7 @@
 #include "t_set.h"
 #include "zset.h"
 #include "txn.h"
+#include "persist.h"
 
 kv_global_stats kv_stats;
 
@@ -135,7 +136,12 @@ static param params[] = {
     {"active-expire-effort", NULL, P_NUM, "1", NULL, false},
     {"protected-mode", NULL, P_BOOL, "no", yesno, false},
     {"daemonize", NULL, P_BOOL, "no", yesno, true},
-    {"appendonly", NULL, P_BOOL, "no", yesno, false},
+    {"appenddirname", NULL, P_STR, "appendonlydir", NULL, true},
+    {"aof-load-truncated", NULL, P_BOOL, "yes", yesno, false},
+    {"aof-fix-corrupt-tail", NULL, P_BOOL, "no", yesno, false},
+    {"stop-writes-on-bgsave-error", NULL, P_BOOL, "yes", yesno, false},
+    {"auto-aof-rewrite-percentage", NULL, P_NUM, "100", NULL, false},
+    {"auto-aof-rewrite-min-size", NULL, P_BYTES, "64mb", NULL, false},
 };
 
 #define NPARAMS (sizeof(params) / sizeof(params[0]))
@@ -213,7 +219,41 @@ static void apply(const param *p)
             __atomic_store_n(thresholds[i].var, (size_t)n, __ATOMIC_RELAXED);
         }
     }
-    if (!strcmp(p->name, "requirepass")) {
+    if (!strcmp(p->name, "appendonly")) {
+        bool on = !strcasecmp(v, "yes");
+        if (on != kv_pcfg.appendonly) {
+            kv_pcfg.appendonly = on;
+            kv_persist_set_appendonly(on);
+        }
+    } else if (!strcmp(p->name, "appendfsync")) {
+        for (int i = 0; fsyncs[i]; i++)
+            if (!strcasecmp(fsyncs[i], v))
+                kv_pcfg.appendfsync = i;
+    } else if (!strcmp(p->name, "appendfilename")) {
+        kv_pcfg.appendfilename = v;
+    } else if (!strcmp(p->name, "appenddirname")) {
+        kv_pcfg.appenddirname = v;
+    } else if (!strcmp(p->name, "dir")) {
+        kv_pcfg.dir = v;
+    } else if (!strcmp(p->name, "dbfilename")) {
+        kv_pcfg.dbfilename = v;
+    } else if (!strcmp(p->name, "save")) {
+        kv_persist_parse_save(v, &kv_pcfg);
+    } else if (!strcmp(p->name, "aof-load-truncated")) {
+        kv_pcfg.aof_load_truncated = !strcasecmp(v, "yes");
+    } else if (!strcmp(p->name, "aof-fix-corrupt-tail")) {
+        kv_pcfg.aof_fix_corrupt_tail = !strcasecmp(v, "yes");
+    } else if (!strcmp(p->name, "stop-writes-on-bgsave-error")) {
+        kv_pcfg.stop_writes_on_bgsave_error = !strcasecmp(v, "yes");
+    } else if (!strcmp(p->name, "auto-aof-rewrite-percentage")) {
+        long long n;
+        if (parse_num(v, &n) && n >= 0)
+            kv_pcfg.rewrite_percentage = n;
+    } else if (!strcmp(p->name, "auto-aof-rewrite-min-size")) {
+        unsigned long long b;
+        if (parse_bytes(v, strlen(v), &b))
+            kv_pcfg.rewrite_min_size = (long long)b;
+    } else if (!strcmp(p->name, "requirepass")) {
         kv_cfg.requirepass = v;
     } else if (!strcmp(p->name, "maxmemory")) {
         parse_bytes(v, strlen(v), &kv_cfg.maxmemory);
@@ -258,6 +298,11 @@ static const char *check(const param *p, const char *v)
                 return NULL;
         return p->kind == P_BOOL ? "argument must be 'yes' or 'no'" : "argument(s) must be one of the following: ...";
     default:
+        if (!strcmp(p->name, "save")) {
+            kv_persist_config tmp;
+            if (!kv_persist_parse_save(v, &tmp))
+                return "Invalid save parameters";
+        }
         if (!strcmp(p->name, "client-output-buffer-limit")) {
             /* "CLASS HARD SOFT SECONDS" one or more times */
             const char *q = v;
@@ -499,10 +544,9 @@ static void cmd_info(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
     }
     if (want(argc, argv, "persistence", true)) {
         SECTION("Persistence");
-        add(&b, &len, &cap,
-            "loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\n"
-            "rdb_last_save_time:%lld\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n",
-            (long long)kv_stats.start_ms / 1000);
+        char lines[1024];
+        kv_persist_info(lines, sizeof(lines));
+        add(&b, &len, &cap, "%s", lines);
     }
     if (want(argc, argv, "stats", true)) {
         SECTION("Stats");
@@ -596,7 +640,7 @@ static void cmd_lastsave(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
 {
     (void)argc;
     (void)argv;
-    resp_add_int(c->out, kv_stats.start_ms / 1000);
+    resp_add_int(c->out, kv_persist_lastsave());
 }
 
 static void cmd_debug(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
@@ -647,6 +691,7 @@ static keel_future *cron_step(void *arg)
     bool more = false;
     if (kv_gate_open())
         more = kv_db_cron(kv_db_of_shard(keel_shard_id()), kv_now_ms(), 1000);
+    more |= kv_persist_cron(kv_now_ms());
     /* Rehash and active expiry in 1 ms slices, ten times a second (Redis's
      * hz 10), back to back while work is left. */
     return keel_then(keel_sleep_abortable(more ? KEEL_MS(1) : KEEL_MS(100), &cr->as), cron_next,
@@ -930,6 +975,12 @@ const kv_command kv_server_commands[] = {
     {"watch", -2, KV_CMD_NOSCRIPT | KV_CMD_LOADING | KV_CMD_STALE | KV_CMD_FAST | KV_CMD_NO_MULTI |
                       KV_CMD_CONN,
      1, -1, 1, NULL, NULL, "@fast @transaction"},
+    {"save", 1, KV_CMD_ADMIN | KV_CMD_NOSCRIPT | KV_CMD_NO_MULTI | KV_CMD_CONN, 0, 0, 0, NULL,
+     NULL, "@admin @slow @dangerous"},
+    {"bgsave", -1, KV_CMD_ADMIN | KV_CMD_NOSCRIPT | KV_CMD_CONN, 0, 0, 0, NULL, NULL,
+     "@admin @slow @dangerous"},
+    {"bgrewriteaof", 1, KV_CMD_ADMIN | KV_CMD_NOSCRIPT | KV_CMD_CONN, 0, 0, 0, NULL, NULL,
+     "@admin @slow @dangerous"},
     {"unwatch", 1, KV_CMD_NOSCRIPT | KV_CMD_LOADING | KV_CMD_STALE | KV_CMD_FAST | KV_CMD_CONN,
      0, 0, 0, NULL, NULL, "@fast @transaction"},
     {NULL},

@@ -31,6 +31,7 @@
 
 #include "dict.h"
 #include "kv.h"
+#include "persist.h"
 #include "t_block.h"
 #include "txn.h"
 
@@ -209,6 +210,7 @@ static void unlock_here(void)
 {
     kv_shard_state *st = local_state();
     st->locked = false;
+    kv_persist_pump();     /* the records the lock holder made, in order */
     kv_block_serve_here(); /* keys the lock holder made ready */
     drain(st);
 }
