@@ -81,6 +81,7 @@ static unsigned nps;
 static atomic_int failing;     /* shards whose AOF cannot be written */
 static atomic_int fail_errno;  /* the last such error */
 static atomic_bool bgsave_failed;
+static atomic_int shutdown_save; /* SHUTDOWN SAVE (1) / NOSAVE (-1) */
 static _Atomic int64_t lastsave_s;
 static atomic_uint saves_running, rewrites_running, snaps_running;
 static uint8_t log_kind[KV_MAX_COMMANDS];
@@ -270,7 +271,17 @@ static void begin(const kv_command *cmd, size_t argc, const resp_arg *argv, bool
     if (atomic_load_explicit(&snaps_running, memory_order_relaxed)) {
         /* Copy-on-write: keys this command may change, as they are now. */
         size_t idx[256];
-        int nk = kv_command_keys(cmd, argc, argv, idx, 256);
+        int nk = (cmd->flags & KV_CMD_ALL_SHARDS) ? 0 : kv_command_keys(cmd, argc, argv, idx, 256);
+        if (nk == 256) {
+            /* More keys than tracked: the snapshots this command can
+             * reach finish their walk now. */
+            for (unsigned i = 0; i < nps; i++) {
+                bool held = i == keel_shard_id() || (!single && !local_only);
+                if (P[i].snap && held)
+                    kv_snapshot_cow_all(P[i].snap, kv_db_of_shard(i));
+            }
+            nk = 0;
+        }
         for (int i = 0; i < nk; i++) {
             const resp_arg *k = &argv[idx[i]];
             kv_db *db = db_of_key(k->ptr, k->len);
@@ -683,6 +694,7 @@ typedef struct job {
     keel_file *old_file;
     keel_appender *old_aof;
     keel_future *walk; /* the snapshot's, set by begin_walk */
+    bool created;      /* a rewrite that creates the AOF (there was none) */
     keel_promise done;
     int err;
     int64_t t0;
@@ -707,7 +719,8 @@ static void job_end(job *j, int err)
         if (err)
             log_persist("append-only file rewrite failed: %s", keel_strerror(err));
         else
-            log_persist("append-only file rewritten: %s, %llu bytes, in %.2f s", j->final,
+            log_persist("append-only file %s: %s, %llu bytes, in %.2f s",
+                        j->created ? "created" : "rewritten", j->final,
                         (unsigned long long)ps->base_size, secs);
     } else {
         atomic_fetch_sub(&saves_running, 1);
@@ -1001,6 +1014,7 @@ static keel_future *start_job(bool rewrite)
     path_of(j->final, sizeof(j->final), rewrite, keel_shard_id(), "");
     path_of(j->tmp, sizeof(j->tmp), rewrite, keel_shard_id(), rewrite ? ".rewrite" : ".tmp");
     ps->snap_kind = rewrite ? SNAP_REWRITE : SNAP_SAVE;
+    j->created = rewrite && !ps->aof;
     if (rewrite) {
         ps->rewrite_pending = false;
         atomic_fetch_add(&rewrites_running, 1);
@@ -1432,7 +1446,7 @@ bool kv_persist_cron(int64_t now_ms)
         int e = keel_appender_error(ps->aof);
         if (e && !ps->err)
             set_error(ps, e);
-        if (ps->err && !ps->syncing && now_ms - ps->last_retry_ms >= 1000) {
+        if (ps->err && !ps->syncing && !ps->switching && now_ms - ps->last_retry_ms >= 1000) {
             /* Redis retries a failed AOF write once a second; so does
              * keel-kv, and the error clears when a sync succeeds. */
             ps->last_retry_ms = now_ms;
@@ -1511,7 +1525,9 @@ static keel_future *exit_save(void *ctx, keel_result r)
 {
     pshard *ps = ctx;
     (void)r;
-    if (kv_pcfg.nsave && __atomic_load_n(&ps->changes, __ATOMIC_RELAXED)) {
+    int mode = atomic_load(&shutdown_save);
+    if (mode > 0 || (mode == 0 && kv_pcfg.nsave &&
+                     __atomic_load_n(&ps->changes, __ATOMIC_RELAXED))) {
         log_persist("saving the final snapshot before exit");
         return start_job(false);
     }
@@ -1640,6 +1656,11 @@ void kv_cmd_bgrewriteaof(kv_client *c, resp_buf *out)
 {
     (void)out;
     run_save(c, true, false);
+}
+
+void kv_persist_shutdown_save(int mode)
+{
+    atomic_store(&shutdown_save, mode);
 }
 
 long long kv_persist_lastsave(void)

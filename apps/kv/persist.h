@@ -99,6 +99,9 @@ void kv_persist_set_appendonly(bool on);
 void kv_cmd_save(kv_client *c, resp_buf *out, bool background);
 void kv_cmd_bgrewriteaof(kv_client *c, resp_buf *out);
 long long kv_persist_lastsave(void);
+/* SHUTDOWN SAVE (1) saves at exit even without save rules, NOSAVE (-1)
+ * does not save even with them. */
+void kv_persist_shutdown_save(int mode);
 /* INFO's Persistence lines, into b (n bytes); returns their length. */
 size_t kv_persist_info(char *b, size_t n);
 

@@ -35,7 +35,7 @@ struct kv_snap {
     resp_buf step;
     keel_appender *out;
     keel_promise finished;
-    bool cancel;
+    bool cancel, detached;
     int err;
     int64_t now_ms;
 };
@@ -125,9 +125,19 @@ void kv_snapshot_pump(struct kv_snap *s)
     resp_buf_clear(&s->cow);
 }
 
+/* Ends the snapshot's tie to the db; on the owner while it holds the db,
+ * so no coordinator can be inside kv_snapshot_cow with s any more. */
+static void detach(struct kv_snap *s)
+{
+    if (s->detached)
+        return;
+    s->detached = true;
+    s->db->rehash_paused--;
+    kv_persist_snapshot_ended(s->db);
+}
+
 static void finish(struct kv_snap *s)
 {
-    s->db->rehash_paused--;
     kv_dict_free(s->done);
     resp_buf_free(&s->cow);
     resp_buf_free(&s->step);
@@ -148,15 +158,17 @@ static keel_future *step_next(void *arg, keel_result r)
 static keel_future *step(void *arg)
 {
     struct kv_snap *s = arg;
+    /* A coordinator on another shard holds the db: wait for it. */
+    if (kv_gate_locked())
+        return keel_then_wrapped(keel_sleep(KEEL_MS(1)), step_next, s);
     if (s->cancel && !s->err)
         s->err = -ECANCELED;
     if (!s->err && keel_appender_error(s->out))
         s->err = keel_appender_error(s->out);
-    if (s->err || (s->walked && !s->cow.len))
+    if (s->err || (s->walked && !s->cow.len)) {
+        detach(s);
         return keel_make_ready(KEEL_STOP);
-    /* A coordinator on another shard holds the db: wait for it. */
-    if (kv_gate_locked())
-        return keel_then_wrapped(keel_sleep(KEEL_MS(1)), step_next, s);
+    }
     kv_snapshot_pump(s);
     if (keel_appender_offset(s->out) - keel_appender_written(s->out) > MAX_UNWRITTEN)
         return keel_then_wrapped(keel_appender_write_out(s->out), step_next, s);
@@ -174,7 +186,7 @@ static void loop_done(void *ctx, keel_result r)
     struct kv_snap *s = ctx;
     if (r.err && !s->err)
         s->err = (int)r.err;
-    kv_persist_snapshot_ended(s->db);
+    detach(s); /* if the loop itself failed */
     finish(s);
 }
 

@@ -668,6 +668,12 @@ static void cmd_shutdown(kv_cmd_ctx *c, size_t argc, const resp_arg *argv)
             return;
         }
     }
+    for (size_t i = 1; i < argc; i++) {
+        if (kv_arg_is(&argv[i], "NOSAVE"))
+            kv_persist_shutdown_save(-1);
+        else if (kv_arg_is(&argv[i], "SAVE"))
+            kv_persist_shutdown_save(1);
+    }
     kv_log("SHUTDOWN asked by a client: stopping");
     keel_stop();
     /* Like Redis, no reply on success: the connection closes. */

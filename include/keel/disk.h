@@ -159,11 +159,18 @@ int keel_io_class_stats_get(unsigned shard, const keel_io_class *c, keel_io_clas
  * called while a sync is in flight share the next one.
  *
  * On a direct (O_DIRECT) file the tail block is written padded with zeros
- * and rewritten as it fills; keel_appender_close truncates the file to the
- * bytes appended. A failed write (ENOSPC, EIO) keeps the bytes it could
- * not write: the error is reported by flush and keel_appender_error until
- * keel_appender_retry writes them successfully. Nothing appended is
- * dropped. */
+ * and rewritten as it fills, so until close other readers see the file
+ * rounded up to a block with zeros at the end; an appender starting at an
+ * unaligned offset first reads that block. keel_appender_close truncates
+ * the file to the bytes appended (also when the file was longer) and then
+ * syncs once, which makes both data and size durable. A failed write
+ * (ENOSPC, EIO) keeps the bytes it could not write: the error is reported
+ * by flush and keel_appender_error until keel_appender_retry writes them
+ * successfully (flushes called after the retry get its outcome). Nothing
+ * appended is dropped. A failed fdatasync is retried as a sync only: the
+ * bytes had left the buffer, and after a failed sync the kernel's own
+ * state decides what reached the disk. Calls after close, or two reads at
+ * once on one reader, are caught by assert only. */
 
 typedef struct keel_appender_s keel_appender;
 
