@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "persist.h"
 #include "server.h"
 
 static struct {
@@ -17,6 +18,13 @@ static struct {
 static void listening(void *ctx, keel_result r)
 {
     (void)ctx;
+    if (r.err && kv_persist_start_failed()) {
+        fprintf(stderr, "keel-kv: not started: the data files could not be loaded or created "
+                        "(see above)\n");
+        app.exit_status = 1;
+        keel_stop();
+        return;
+    }
     if (r.err) {
         fprintf(stderr, "keel-kv: cannot listen on %s port %u: %s%s\n", app.cfg.listen.bind,
                 app.cfg.listen.port, keel_strerror(r.err),

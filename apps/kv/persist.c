@@ -200,11 +200,11 @@ void kv_persist_emit_entry(resp_buf *b, const kv_entry *e, bool del)
     case KV_ZSET: {
         /* Scores as text so they round-trip exactly ("%.17g"). */
         const kv_zset *z = kv_obj(e);
-        size_t n = 0;
-        for (kv_zset_it it = kv_zset_at_rank(z, 0, false); kv_zset_it_valid(&it);
-             kv_zset_it_next(&it)) {
+        size_t n = 0, done = 0, len = kv_zset_len(z);
+        for (kv_zset_it it = kv_zset_at_rank(z, 0, false); kv_zset_it_valid(&it) && done < len;
+             kv_zset_it_next(&it), done++) {
             if (n == 0) {
-                size_t left = kv_zset_len(z) - kv_zset_it_rank(&it);
+                size_t left = len - done;
                 n = left < 128 ? left : 128;
                 add_cmd(b, 2 + 2 * n, "ZADD");
                 resp_add_bulk(b, key, e->klen);
@@ -1144,7 +1144,8 @@ static keel_future *load_step(void *arg)
         pos += (size_t)n;
     }
     /* Keep the incomplete command at the front, and room for what it needs. */
-    memmove(l->buf, l->buf + pos, l->len - pos);
+    if (pos)
+        memmove(l->buf, l->buf + pos, l->len - pos);
     l->len -= pos;
     l->off += pos;
     if (l->err)
@@ -1384,6 +1385,20 @@ static void start_free(void *ctx, keel_result r)
     free(st);
 }
 
+static atomic_bool start_failed;
+
+bool kv_persist_start_failed(void)
+{
+    return atomic_load(&start_failed);
+}
+
+static void note_start(void *ctx, keel_result r)
+{
+    (void)ctx;
+    if (r.err)
+        atomic_store(&start_failed, true);
+}
+
 static bool file_exists(const char *path)
 {
     /* At start, before the shard serves: a blocking stat costs nothing. */
@@ -1393,7 +1408,14 @@ static bool file_exists(const char *path)
 
 static keel_future *persist_exit(void *arg);
 
+static keel_future *shard_start(void);
+
 keel_future *kv_persist_shard_start(void)
+{
+    return keel_finally(shard_start(), note_start, NULL);
+}
+
+static keel_future *shard_start(void)
 {
     pshard *ps = here();
     if (keel_at_exit(persist_exit, NULL))

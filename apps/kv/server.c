@@ -1509,7 +1509,8 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
     if (err)
         kv_log("keel_metrics_register failed: %s; keel-kv's own metrics are off",
                keel_strerror(err));
-    return keel_then(keel_invoke_on_all(shard_setup, NULL), listen_now, s);
+    /* Wrapped: listen_now frees s on failure too. */
+    return keel_then_wrapped(keel_invoke_on_all(shard_setup, NULL), listen_now, s);
 }
 
 void kv_server_free(void)
