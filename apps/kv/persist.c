@@ -1050,7 +1050,7 @@ typedef struct loader {
     resp_parser parser;
     resp_buf scratch;
     uint64_t cmds, errors;
-    bool header;
+    bool header, yielded;
     int64_t t0;
     int err;
     keel_promise done;
@@ -1120,6 +1120,13 @@ static keel_future *load_got(void *ctx, keel_result r)
     return keel_make_ready(KEEL_CONTINUE);
 }
 
+static keel_future *load_again(void *ctx, keel_result r)
+{
+    (void)ctx;
+    (void)r;
+    return keel_make_ready(KEEL_CONTINUE);
+}
+
 static keel_future *load_step(void *arg)
 {
     loader *l = arg;
@@ -1142,6 +1149,11 @@ static keel_future *load_step(void *arg)
             }
         }
         pos += (size_t)n;
+        /* A long load yields like any task (timers, the stall detector). */
+        if (keel_need_preempt()) {
+            l->yielded = true;
+            break;
+        }
     }
     /* Keep the incomplete command at the front, and room for what it needs. */
     if (pos)
@@ -1150,6 +1162,10 @@ static keel_future *load_step(void *arg)
     l->off += pos;
     if (l->err)
         return keel_make_ready(KEEL_STOP);
+    if (l->yielded) {
+        l->yielded = false;
+        return keel_then_wrapped(keel_yield(), load_again, l);
+    }
     size_t want = l->len + (resp_parse_need(&l->parser) > (256u << 10)
                                 ? resp_parse_need(&l->parser)
                                 : (256u << 10));
