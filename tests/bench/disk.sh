@@ -39,7 +39,8 @@
 #        (1024); DISK_BENCH_CPU (0); DISK_BENCH_KEEP (0); DISK_WRITE_QD (8);
 #        DISK_CASES (randread_qd32,randread_qd128,seqwrite_128k);
 #        DISK_FIO_BATCH (1); DISK_KV (1; 0 skips part 2); BENCH_SECONDS (5: part 2's runs);
-#        KEEL_KV_BIN (BUILD_DIR/keel-kv).
+#        KEEL_KV_BIN (BUILD_DIR/keel-kv); DISK_BENCH_FIXED (1: keel registers its
+#        buffers, keel_dma_register, and fio gets fixedbufs=1; 0: neither).
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 
@@ -144,6 +145,7 @@ run_keel() {
 run_fio() {
     local rw=randread side=read fio_batch=()
     ((fio_batched)) && fio_batch=(--iodepth_batch_submit="$4" --iodepth_batch_complete_max="$4")
+    [[ ${DISK_BENCH_FIXED:-1} != 0 ]] && fio_batch+=(--fixedbufs=1)
     [[ $1 == seqwrite ]] && rw=write side=write
     timeout -k 5 "$limit" taskset -c "$cpu" fio --name=keel-disk-bench --filename="$2" \
         --ioengine=io_uring --direct=1 --rw=$rw --bs="$3" --iodepth="$4" \

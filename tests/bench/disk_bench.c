@@ -44,7 +44,7 @@ typedef struct disk_bench {
     uint64_t rng;
     unsigned char *bufs; /* qd buffers of bs bytes */
     struct slot *slots;
-    bool direct;
+    bool direct, registered;
 
     unsigned inflight;
     bool stopping;
@@ -99,6 +99,8 @@ static void fail(disk_bench *b, const char *what, int err)
 static void closed(void *ctx, keel_result r)
 {
     disk_bench *b = ctx;
+    if (b->registered)
+        keel_dma_unregister(b->bufs);
     if (r.err || r.val < 0)
         fail(b, "close", r.err ? r.err : (int)r.val);
     keel_stop();
@@ -179,6 +181,17 @@ static void sized(void *ctx, keel_result r)
         fail(b, "allocating buffers", ENOMEM);
         keel_on_done(keel_file_close(b->f), closed, b);
         return;
+    }
+    /* Registered buffers (READ_FIXED/WRITE_FIXED) unless DISK_BENCH_FIXED=0;
+     * disk.sh gives fio fixedbufs=1 to match. */
+    const char *fixed = getenv("DISK_BENCH_FIXED");
+    if (!fixed || strcmp(fixed, "0")) {
+        int rc = keel_dma_register(b->bufs, b->bs * b->qd);
+        if (rc)
+            fprintf(stderr, "disk: keel_dma_register: %s; going on unregistered\n",
+                    strerror(-rc));
+        else
+            b->registered = true;
     }
     /* Written data: not zeros, so no layer below can treat it specially. */
     for (size_t i = 0; i < b->bs * b->qd; i++)
