@@ -1587,6 +1587,15 @@ static keel_future *wait_idle(void *ctx)
     return keel_then_wrapped(keel_sleep(KEEL_MS(5)), again, NULL);
 }
 
+keel_future *kv_persist_exit_early(void *arg)
+{
+    (void)arg;
+    pshard *ps = here();
+    if (ps->err)
+        resolve_waiters(ps, ps->err);
+    return keel_make_ready(0);
+}
+
 static keel_future *persist_exit(void *arg)
 {
     (void)arg;

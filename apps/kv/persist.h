@@ -62,6 +62,9 @@ keel_future *kv_persist_shard_start(void);
 /* Once, before the shards start (after the configuration is read); 0 or -1
  * after printing why. */
 int kv_persist_init(unsigned nshards);
+/* An exit hook run before the clients drain: replies waiting on an AOF
+ * that cannot be written get an error instead of waiting forever. */
+keel_future *kv_persist_exit_early(void *arg);
 /* Whether a shard failed to load or create its files (already explained
  * on stderr), for main's last word. */
 bool kv_persist_start_failed(void);

@@ -339,7 +339,14 @@ typedef struct durable_wait {
 static void durable_done(void *ctx, keel_result r)
 {
     durable_wait *d = ctx;
-    (void)r; /* only -ESHUTDOWN: the client is going away */
+    if (r.err) {
+        /* Shutting down with the AOF failing: the write was applied but
+         * is not durable, so it is not acknowledged. */
+        resp_buf_clear(&d->s->out);
+        resp_add_errorf(&d->s->out, "ERR shutting down before the write reached the "
+                                    "append-only file: %s",
+                        keel_strerror(r.err));
+    }
     work_finished(d->c, d->s);
     free(d);
 }
@@ -1468,6 +1475,9 @@ static keel_future *shard_setup(void *arg)
     /* Registered first so it runs last: the AOF closes after the clients. */
     keel_future *loaded = kv_persist_shard_start();
     keel_at_exit(end_clients_at_exit, NULL);
+    /* Runs before the clients are waited for: a reply held for a failing
+     * AOF would hold the exit forever. */
+    keel_at_exit(kv_persist_exit_early, NULL);
     kv_cron_start();
     return loaded;
 }
