@@ -183,6 +183,7 @@ void kv_db_flush(kv_db *db)
 {
     if (kv_persist_on)
         kv_persist_before_flush(db);
+    __atomic_store_n(&db->changes, db->changes + 1, __ATOMIC_RELAXED);
     for (int t = 0; t < 2; t++) {
         for (size_t i = 0; db->t[t] && i <= db->mask[t]; i++) {
             kv_entry *e = db->t[t][i];
@@ -529,6 +530,7 @@ kv_entry *kv_lookup_type(kv_cmd_ctx *c, const resp_arg *key, unsigned type, bool
 static void touched(kv_cmd_ctx *c, kv_db *db, const resp_arg *key)
 {
     c->dirty = true;
+    __atomic_store_n(&db->changes, db->changes + 1, __ATOMIC_RELAXED);
     if (kv_persist_on)
         kv_persist_touch(db, key->ptr, key->len);
     kv_watch_touch(db, key->ptr, key->len);

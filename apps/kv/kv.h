@@ -109,6 +109,7 @@ typedef struct kv_db {
     uint64_t hits, misses, expired, evicted;
     uint64_t expire_cursor;
     unsigned rehash_paused; /* a snapshot walks the table: no entry moves */
+    uint64_t changes;       /* writes ever (save rules, INFO); by the db's holder */
     struct kv_shard_state *st;
     /* The figures when the shard last granted its lock: while a
      * coordinator on another shard holds the db, the owner reports these

@@ -45,22 +45,27 @@ typedef struct pwait {
     keel_promise p;
 } pwait;
 
+typedef struct channel {
+    pwait *waiters;
+    uint64_t done;   /* records known written / durable */
+    uint64_t target; /* what the operation in flight covers */
+    bool busy;
+} channel;
+
 typedef struct pshard {
     /* Written by whoever holds the db. */
     resp_buf rec;     /* records not yet moved to the AOF */
     uint64_t logged;  /* bytes of records made, ever */
     struct kv_snap *snap;
-    _Atomic uint64_t changes; /* since the last save (INFO, save rules) */
+    _Atomic uint64_t saved_changes; /* the db's change count the last save saw */
     bool aof_on;      /* records are made */
 
     /* The owner's. */
     keel_file *file;
     keel_appender *aof;
     uint64_t pumped;   /* = logged, once moved */
-    uint64_t durable;  /* records known on stable storage */
-    uint64_t sync_target;
-    bool syncing, switching;
-    pwait *waiters;
+    channel wr, dur; /* replies waiting for their records: written / durable */
+    bool switching;
     int err; /* the AOF's write error, 0 when fine */
     int64_t last_sync_ms, last_retry_ms;
     uint64_t base_size; /* the AOF's size after the last rewrite */
@@ -85,6 +90,17 @@ static atomic_int shutdown_save; /* SHUTDOWN SAVE (1) / NOSAVE (-1) */
 static _Atomic int64_t lastsave_s;
 static atomic_uint saves_running, rewrites_running, snaps_running;
 static uint8_t log_kind[KV_MAX_COMMANDS];
+
+/* Writes to a shard's db, ever (db.c counts them; read from any shard). */
+static uint64_t db_changes(unsigned shard)
+{
+    return __atomic_load_n(&kv_db_of_shard(shard)->changes, __ATOMIC_RELAXED);
+}
+
+static uint64_t changes_since_save(unsigned shard)
+{
+    return db_changes(shard) - atomic_load_explicit(&P[shard].saved_changes, memory_order_relaxed);
+}
 
 static pshard *here(void)
 {
@@ -309,7 +325,6 @@ void kv_persist_touch(kv_db *db, const char *key, size_t klen)
     if (sc.loading)
         return;
     pshard *ps = &P[db->id];
-    __atomic_fetch_add(&ps->changes, 1, __ATOMIC_RELAXED);
     if (!ps->aof_on && !ps->diff_on)
         return;
     if (!sc.on) {
@@ -366,15 +381,35 @@ static void log_state(resp_buf *b, kv_db *db, const char *key, size_t klen, int 
     }
 }
 
-void kv_persist_end(uint64_t *shard_mask, uint64_t targets[64])
+static void need_add(kv_persist_need *need, unsigned shard, uint64_t at)
 {
-    *shard_mask = 0;
+    if (!need->any) {
+        memset(need->shards, 0, sizeof(need->shards));
+        need->any = true;
+    }
+    need->shards[shard / 64] |= 1ull << (shard % 64);
+    need->at[shard] = at;
+}
+
+void kv_persist_need_merge(kv_persist_need *dst, const kv_persist_need *src)
+{
+    if (!src->any)
+        return;
+    for (unsigned w = 0; w < KEEL_MAX_SHARDS / 64; w++)
+        for (uint64_t b = src->shards[w]; b; b &= b - 1) {
+            unsigned i = w * 64 + (unsigned)__builtin_ctzll(b);
+            need_add(dst, i, src->at[i]);
+        }
+}
+
+void kv_persist_end(kv_persist_need *need)
+{
+    need->any = false;
     if (!sc.on)
         return;
     sc.on = false;
     if (!sc.n)
         return;
-    bool always = kv_pcfg.appendfsync == FSYNC_ALWAYS;
     if (sc.kind == LOG_VERBATIM && sc.single) {
         kv_db *db = sc.t[0].db;
         pshard *ps = &P[db->id];
@@ -385,9 +420,8 @@ void kv_persist_end(uint64_t *shard_mask, uint64_t targets[64])
         for (size_t i = 0; i < sc.argc; i++)
             resp_add_bulk(&ps->rec, sc.argv[i].ptr, sc.argv[i].len);
         ps->logged += ps->rec.len - before;
-        if (always && ps->aof_on) {
-            *shard_mask |= 1ull << (db->id & 63);
-            targets[db->id & 63] = ps->logged;
+        if (ps->aof_on) {
+            need_add(need, db->id, ps->logged);
         }
     } else {
         for (size_t i = 0; i < sc.n; i++) {
@@ -398,9 +432,8 @@ void kv_persist_end(uint64_t *shard_mask, uint64_t targets[64])
             size_t before = ps->rec.len;
             log_state(&ps->rec, db, sc.keys.data + sc.t[i].off, sc.t[i].len, sc.kind);
             ps->logged += ps->rec.len - before;
-            if (always && ps->aof_on) {
-                *shard_mask |= 1ull << (db->id & 63);
-                targets[db->id & 63] = ps->logged;
+            if (ps->aof_on) {
+                need_add(need, db->id, ps->logged);
             }
         }
     }
@@ -430,7 +463,6 @@ void kv_persist_before_flush(kv_db *db)
         return;
     if (ps->snap)
         kv_snapshot_cow_all(ps->snap, db);
-    __atomic_fetch_add(&ps->changes, 1, __ATOMIC_RELAXED);
     if (ps->aof_on || ps->diff_on) {
         size_t before = ps->rec.len;
         add_cmd(&ps->rec, 1, "FLUSHDB");
@@ -440,14 +472,19 @@ void kv_persist_before_flush(kv_db *db)
 
 /* ---- the AOF: pump, sync, waiters, errors ------------------------------------------- */
 
-static void kick_sync(pshard *ps);
+/* Replies to writes wait on one of two channels: "written" (the record
+ * reached the kernel, so the process may die: appendfsync everysec and no,
+ * as Redis writes its AOF before it replies) or "durable" (fdatasync'ed:
+ * appendfsync always). Each keeps one operation in flight; waiters that
+ * arrive meanwhile share the next one. */
+static void kick(pshard *ps, channel *ch);
 
-static void resolve_waiters(pshard *ps, int err)
+static void resolve(channel *ch, int err)
 {
-    pwait **pp = &ps->waiters;
+    pwait **pp = &ch->waiters;
     while (*pp) {
         pwait *w = *pp;
-        if (err || w->target <= ps->durable) {
+        if (err || w->target <= ch->done) {
             *pp = w->next;
             keel_promise_resolve(&w->p, err ? keel_err(err) : keel_ok(0));
             free(w);
@@ -455,6 +492,12 @@ static void resolve_waiters(pshard *ps, int err)
             pp = &w->next;
         }
     }
+}
+
+static void resolve_waiters(pshard *ps, int err)
+{
+    resolve(&ps->wr, err);
+    resolve(&ps->dur, err);
 }
 
 static void set_error(pshard *ps, int err)
@@ -478,6 +521,12 @@ static void clear_error(pshard *ps)
     log_persist("the append-only file can be written again: write commands are accepted");
 }
 
+static void kick_all(pshard *ps)
+{
+    kick(ps, &ps->wr);
+    kick(ps, &ps->dur);
+}
+
 void kv_persist_pump(void)
 {
     if (!P)
@@ -499,58 +548,86 @@ void kv_persist_pump(void)
         resp_buf_free(&ps->rec);
     else
         resp_buf_clear(&ps->rec);
-    if (ps->waiters)
-        kick_sync(ps);
+    kick_all(ps);
+}
+
+static void op_done(pshard *ps, channel *ch, keel_result r)
+{
+    ch->busy = false;
+    if (r.err) {
+        set_error(ps, (int)r.err);
+        return;
+    }
+    if (ch == &ps->dur)
+        clear_error(ps); /* a sync that succeeds proves the file writable */
+    if (ch->target > ch->done)
+        ch->done = ch->target;
+    if (ps->dur.done > ps->wr.done)
+        ps->wr.done = ps->dur.done; /* durable is written too */
+    resolve(&ps->wr, 0);
+    resolve(&ps->dur, 0);
+    kick_all(ps);
 }
 
 static void sync_done(void *ctx, keel_result r)
 {
     pshard *ps = ctx;
-    ps->syncing = false;
-    if (r.err) {
-        set_error(ps, (int)r.err);
-        return;
-    }
-    clear_error(ps);
-    if (ps->sync_target > ps->durable)
-        ps->durable = ps->sync_target;
-    resolve_waiters(ps, 0);
-    if (ps->waiters)
-        kick_sync(ps);
+    op_done(ps, &ps->dur, r);
+}
+
+static void write_done(void *ctx, keel_result r)
+{
+    pshard *ps = ctx;
+    op_done(ps, &ps->wr, r);
 }
 
 static void start_sync(pshard *ps)
 {
-    ps->syncing = true;
-    ps->sync_target = ps->pumped;
+    ps->dur.busy = true;
+    ps->dur.target = ps->pumped;
     ps->last_sync_ms = kv_now_ms();
     keel_on_done(keel_appender_flush(ps->aof), sync_done, ps);
 }
 
+/* The durable channel also syncs when nobody waits (everysec). */
 static void kick_sync(pshard *ps)
 {
-    if (ps->syncing || ps->switching || !ps->aof || ps->err)
+    if (ps->dur.busy || ps->switching || !ps->aof || ps->err || ps->dur.done >= ps->pumped)
         return;
-    if (ps->durable >= ps->pumped) {
-        resolve_waiters(ps, 0);
+    start_sync(ps);
+}
+
+static void kick(pshard *ps, channel *ch)
+{
+    if (!ch->waiters || ch->busy || ps->switching || !ps->aof || ps->err)
+        return;
+    if (ch->done >= ps->pumped) {
+        resolve(ch, 0);
         return;
     }
-    start_sync(ps);
+    if (ch == &ps->dur) {
+        start_sync(ps);
+        return;
+    }
+    ch->busy = true;
+    ch->target = ps->pumped;
+    keel_on_done(keel_appender_write_out(ps->aof), write_done, ps);
 }
 
 static keel_future *wait_here(uint64_t target)
 {
     pshard *ps = here();
-    if (target <= ps->durable || !ps->aof)
+    channel *ch = kv_pcfg.appendfsync == FSYNC_ALWAYS ? &ps->dur : &ps->wr;
+    if (target <= ch->done || !ps->aof)
         return keel_make_ready(0);
     pwait *w = malloc(sizeof(*w));
     if (!w)
         return keel_make_error(-ENOMEM);
     w->target = target;
-    w->next = ps->waiters;
-    ps->waiters = w;
+    w->next = ch->waiters;
+    ch->waiters = w;
     keel_future *f = keel_promise_init(&w->p);
-    kick_sync(ps);
+    kick(ps, ch);
     return f;
 }
 
@@ -567,7 +644,7 @@ keel_future *kv_persist_wait(unsigned shard, uint64_t target)
 }
 
 typedef struct wait_all {
-    uint64_t mask, targets[64];
+    kv_persist_need need;
     unsigned next;
 } wait_all;
 
@@ -575,12 +652,14 @@ static keel_future *wait_next(void *ctx, keel_result r)
 {
     wait_all *wa = ctx;
     (void)r;
-    while (wa->next < 64 && !(wa->mask & (1ull << wa->next)))
-        wa->next++;
-    if (wa->next >= 64 || wa->next >= nps)
-        return keel_make_ready(0);
-    unsigned i = wa->next++;
-    return keel_then_wrapped(kv_persist_wait(i, wa->targets[i]), wait_next, wa);
+    for (; wa->next < nps; wa->next++) {
+        unsigned i = wa->next;
+        if ((wa->need.shards[i / 64] >> (i % 64)) & 1) {
+            wa->next++;
+            return keel_then_wrapped(kv_persist_wait(i, wa->need.at[i]), wait_next, wa);
+        }
+    }
+    return keel_make_ready(0);
 }
 
 static void wait_all_free(void *ctx, keel_result r)
@@ -589,13 +668,12 @@ static void wait_all_free(void *ctx, keel_result r)
     free(ctx);
 }
 
-keel_future *kv_persist_wait_all(uint64_t mask, const uint64_t *targets)
+keel_future *kv_persist_wait_all(const kv_persist_need *need)
 {
     wait_all *wa = malloc(sizeof(*wa));
     if (!wa)
         return keel_make_error(-ENOMEM);
-    wa->mask = mask;
-    memcpy(wa->targets, targets, sizeof(wa->targets));
+    wa->need = *need;
     wa->next = 0;
     return keel_finally(wait_next(wa, keel_ok(0)), wait_all_free, wa);
 }
@@ -731,7 +809,7 @@ static void job_end(job *j, int err)
         } else {
             ps->last_save_ms = kv_now_ms();
             atomic_store(&lastsave_s, ps->last_save_ms / 1000);
-            __atomic_fetch_sub(&ps->changes, ps->changes_at_start, __ATOMIC_RELAXED);
+            atomic_store(&ps->saved_changes, ps->changes_at_start);
             bool all_ok = true;
             for (unsigned i = 0; i < nps; i++)
                 all_ok &= P[i].bgsave_ok || P[i].snap_kind == SNAP_SAVE;
@@ -801,7 +879,7 @@ static void begin_walk(void *arg)
         resp_buf_clear(&ps->diff);
         ps->aof_on = true;
     }
-    ps->changes_at_start = __atomic_load_n(&ps->changes, __ATOMIC_RELAXED);
+    ps->changes_at_start = db_changes(keel_shard_id());
     atomic_fetch_add(&snaps_running, 1);
     update_on();
     j->walk = kv_snapshot_run(kv_db_of_shard(keel_shard_id()), j->out, &ps->snap);
@@ -871,7 +949,7 @@ static void rewrite_renamed(void *ctx, keel_result r)
         keel_detach(keel_file_close(j->old_file));
     j->old_aof = NULL;
     j->old_file = NULL;
-    kick_sync(ps);
+    kick_all(ps);
     job_end(j, (int)r.err);
 }
 
@@ -1484,7 +1562,8 @@ bool kv_persist_cron(int64_t now_ms)
         int e = keel_appender_error(ps->aof);
         if (e && !ps->err)
             set_error(ps, e);
-        if (ps->err && !ps->syncing && !ps->switching && now_ms - ps->last_retry_ms >= 1000) {
+        if (ps->err && !ps->dur.busy && !ps->wr.busy && !ps->switching &&
+            now_ms - ps->last_retry_ms >= 1000) {
             /* Redis retries a failed AOF write once a second; so does
              * keel-kv, and the error clears when a sync succeeds. */
             ps->last_retry_ms = now_ms;
@@ -1514,7 +1593,7 @@ bool kv_persist_cron(int64_t now_ms)
         keel_detach(start_job(true));
     /* save rules: "after S seconds if at least C changes". A failed save
      * is retried after 5 s, as Redis does. */
-    uint64_t changes = __atomic_load_n(&ps->changes, __ATOMIC_RELAXED);
+    uint64_t changes = changes_since_save(keel_shard_id());
     if (kv_pcfg.nsave && changes && ps->snap_kind == SNAP_NONE &&
         (ps->bgsave_ok || now_ms - ps->last_bgsave_try_ms >= 5000)) {
         for (unsigned i = 0; i < kv_pcfg.nsave; i++) {
@@ -1561,11 +1640,10 @@ static keel_future *exit_file(void *ctx, keel_result r)
 
 static keel_future *exit_save(void *ctx, keel_result r)
 {
-    pshard *ps = ctx;
+    (void)ctx;
     (void)r;
     int mode = atomic_load(&shutdown_save);
-    if (mode > 0 || (mode == 0 && kv_pcfg.nsave &&
-                     __atomic_load_n(&ps->changes, __ATOMIC_RELAXED))) {
+    if (mode > 0 || (mode == 0 && kv_pcfg.nsave && changes_since_save(keel_shard_id()))) {
         log_persist("saving the final snapshot before exit");
         return start_job(false);
     }
@@ -1720,7 +1798,7 @@ size_t kv_persist_info(char *b, size_t n)
     uint64_t changes = 0, aof_size = 0, aof_base = 0;
     bool aof_ok = true, bgsave_ok = true, rewrite_ok = true;
     for (unsigned i = 0; i < nps; i++) {
-        changes += __atomic_load_n(&P[i].changes, __ATOMIC_RELAXED);
+        changes += changes_since_save(i);
         bgsave_ok &= __atomic_load_n(&P[i].bgsave_ok, __ATOMIC_RELAXED);
         rewrite_ok &= __atomic_load_n(&P[i].rewrite_ok, __ATOMIC_RELAXED);
         aof_ok &= !__atomic_load_n(&P[i].err, __ATOMIC_RELAXED);

@@ -32,10 +32,18 @@ void kv_persist_begin(const kv_command *cmd, size_t argc, const resp_arg *argv, 
 /* The same for a blocked client's command served on this shard, which
  * holds only its own db. */
 void kv_persist_begin_served(const kv_command *cmd, size_t argc, const resp_arg *argv);
-/* After the handler. Under appendfsync always, *shard_mask gets the shards
- * (bit i: shard i; shard counts above 64 wait on all) whose AOF a reply
- * must wait for and targets[i] the offset; 0 when nothing waits. */
-void kv_persist_end(uint64_t *shard_mask, uint64_t targets[64]);
+/* What a write's reply waits for: the shards whose AOF got its records
+ * and the offsets there (kv_persist_wait). */
+typedef struct kv_persist_need {
+    bool any;                            /* false: the reply waits for nothing */
+    uint64_t shards[KEEL_MAX_SHARDS / 64]; /* bit i: shard i */
+    uint64_t at[KEEL_MAX_SHARDS];        /* where a bit is set */
+} kv_persist_need;
+
+/* After the handler; fills *need (need->any false when persistence is off). */
+void kv_persist_end(kv_persist_need *need);
+/* Adds what src waits for to dst. */
+void kv_persist_need_merge(kv_persist_need *dst, const kv_persist_need *src);
 
 /* db.c's hooks: key was written (after the change) / is about to be
  * deleted by eviction / the whole db is about to be flushed. */
@@ -47,10 +55,11 @@ void kv_persist_before_flush(kv_db *db);
  * while it holds its db (txn.c calls it when a lock is released). */
 void kv_persist_pump(void);
 
-/* Resolves once shard's AOF is durable up to target (appendfsync always). */
+/* Resolves once shard's AOF has its records up to target written
+ * (appendfsync everysec, no) or durable (always). */
 keel_future *kv_persist_wait(unsigned shard, uint64_t target);
-/* Waits for every shard of mask (see kv_persist_end). */
-keel_future *kv_persist_wait_all(uint64_t mask, const uint64_t *targets);
+/* Waits for every shard of need (copied). */
+keel_future *kv_persist_wait_all(const kv_persist_need *need);
 
 /* The -MISCONF error writes get, or NULL while the disk is fine. */
 const char *kv_persist_write_error(void);
@@ -90,10 +99,11 @@ typedef struct kv_persist_config {
     } save[16];
 } kv_persist_config;
 extern kv_persist_config kv_pcfg;
-/* appendfsync always with the AOF on: replies to writes wait. */
-static inline bool kv_persist_always(void)
+/* With the AOF on, a write's reply waits for its record: until it is
+ * written (appendfsync everysec, no), or durable (always). */
+static inline bool kv_persist_replies_wait(void)
 {
-    return kv_pcfg.appendonly && kv_pcfg.appendfsync == 0;
+    return kv_pcfg.appendonly;
 }
 /* Parses a "save" value ("3600 1 300 100", "" for none); false if bad. */
 bool kv_persist_parse_save(const char *v, kv_persist_config *into);

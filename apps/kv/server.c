@@ -232,11 +232,11 @@ static bool persist_refused(const kv_command *cmd, resp_buf *out)
 }
 
 /* Runs the handler between persistence's begin and end when it may write;
- * *mask/targets: what an appendfsync-always reply must wait for. */
+ * *need: what the reply must wait for (kv_persist_end). */
 static void call_handler(kv_cmd_ctx *x, const kv_command *cmd, size_t argc,
-                         const resp_arg *argv, bool single, uint64_t *mask, uint64_t *targets)
+                         const resp_arg *argv, bool single, kv_persist_need *need)
 {
-    *mask = 0;
+    need->any = false;
     if (!(cmd->flags & KV_CMD_WRITE) ||
         !__atomic_load_n(&kv_persist_on, __ATOMIC_RELAXED)) {
         cmd->fn(x, argc, argv);
@@ -244,17 +244,17 @@ static void call_handler(kv_cmd_ctx *x, const kv_command *cmd, size_t argc,
     }
     kv_persist_begin(cmd, argc, argv, single);
     cmd->fn(x, argc, argv);
-    kv_persist_end(mask, targets);
+    kv_persist_end(need);
 }
 
 static kv_waiter *run_handler(kv_client *c, const kv_command *cmd, resp_buf *out, unsigned flags,
                               kv_db *db, int64_t *deadline, size_t argc, const resp_arg *argv,
-                              bool single, uint64_t *mask, uint64_t *targets)
+                              bool single, kv_persist_need *need)
 {
     kv_cmd_ctx x;
     ctx_init(&x, c, out);
     x.flags = flags;
-    *mask = 0;
+    need->any = false;
     if (persist_refused(cmd, out))
         return NULL;
     if (!memory_ok(cmd, db)) {
@@ -262,7 +262,7 @@ static kv_waiter *run_handler(kv_client *c, const kv_command *cmd, resp_buf *out
         return NULL;
     }
     uint64_t t0 = usec_now();
-    call_handler(&x, cmd, argc, argv, single, mask, targets);
+    call_handler(&x, cmd, argc, argv, single, need);
     count_command(cmd, t0);
     return would_block(&x, cmd, c, keel_shard_id(), deadline, argc, argv);
 }
@@ -301,8 +301,7 @@ typedef struct hop {
     int proto;
     resp_buf out; /* written on the owner, read and freed here */
     queued *q;
-    uint64_t durable_at; /* appendfsync always: the owner's AOF offset to wait for */
-    unsigned owner;
+    uint64_t durable_at; /* the owner's AOF offset the reply waits for (0: none) */
 } hop;
 
 static void hop_run(void *arg)
@@ -315,22 +314,37 @@ static void hop_run(void *arg)
         kv_reply_oom(&h->out);
         return;
     }
-    uint64_t t0 = usec_now(), mask, targets[64];
-    call_handler(&x, h->q->cmd, h->q->argc, h->q->argv, true, &mask, targets);
-    h->owner = keel_shard_id();
-    if (mask)
-        h->durable_at = targets[h->owner & 63];
+    uint64_t t0 = usec_now();
+    kv_persist_need need;
+    call_handler(&x, h->q->cmd, h->q->argc, h->q->argv, true, &need);
+    if (need.any)
+        h->durable_at = need.at[keel_shard_id()];
     count_command(h->q->cmd, t0);
     h->waiter = would_block(&x, h->q->cmd, h->client, h->client_shard, &h->deadline, h->q->argc,
                             h->q->argv);
 }
 
+/* The hop's result travels back once the owner's AOF has the command's
+ * record (kv_persist_wait), so no extra round trip waits for it. */
+static keel_future *hop_persisted(void *ctx, keel_result r)
+{
+    hop *h = ctx;
+    (void)r;
+    return h->durable_at ? kv_persist_wait(keel_shard_id(), h->durable_at) : keel_make_ready(0);
+}
+
+static keel_future *hop_remote(void *arg)
+{
+    hop *h = arg;
+    return keel_then(kv_run_on(keel_shard_id(), hop_run, h), hop_persisted, h);
+}
+
 static void client_block(kv_client *c, slot *s, kv_waiter *w, int64_t deadline);
 static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp_arg *argv);
 
-/* appendfsync always: a write's reply waits until its record is durable
- * (Redis's semantics), while the slot holds the client's later replies
- * behind it. */
+/* With the AOF on, a write's reply waits until its record is written
+ * (durable with appendfsync always: Redis's semantics), while the slot
+ * holds the client's later replies behind it. */
 typedef struct durable_wait {
     kv_client *c;
     slot *s;
@@ -376,13 +390,9 @@ static void hop_done(void *ctx, keel_result r)
     slot *s = h->slot;
     kv_waiter *w = r.err ? NULL : h->waiter;
     int64_t deadline = h->deadline;
-    uint64_t durable_at = r.err ? 0 : h->durable_at;
-    unsigned owner = h->owner;
     free(h);
     if (w)
         client_block(c, s, w, deadline); /* the slot stays open */
-    else if (durable_at)
-        finish_when_durable(c, s, kv_persist_wait(owner, durable_at));
     else
         work_finished(c, s);
 }
@@ -392,25 +402,25 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
 {
     if (shard == keel_shard_id() && kv_gate_open()) {
         int64_t deadline;
-        uint64_t mask, targets[64];
-        if (kv_persist_always() && (cmd->flags & KV_CMD_WRITE)) {
+        kv_persist_need need;
+        if (kv_persist_replies_wait() && (cmd->flags & KV_CMD_WRITE)) {
             slot *s = new_slot(c);
             if (s) {
                 work_started(c, s);
                 kv_waiter *w = run_handler(c, cmd, &s->out, 0, local_db(), &deadline, argc, argv,
-                                           true, &mask, targets);
+                                           true, &need);
                 kv_block_serve_here();
                 if (w)
                     client_block(c, s, w, deadline);
-                else if (mask)
-                    finish_when_durable(c, s, kv_persist_wait(shard, targets[shard & 63]));
+                else if (need.any)
+                    finish_when_durable(c, s, kv_persist_wait(shard, need.at[shard]));
                 else
                     work_finished(c, s);
                 return;
             }
         }
         kv_waiter *w = run_handler(c, cmd, kv_reply_target(c), 0, local_db(), &deadline, argc,
-                                   argv, true, &mask, targets);
+                                   argv, true, &need);
         kv_block_serve_here();
         if (w) {
             slot *s = new_slot(c);
@@ -445,7 +455,7 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
         c->barrier = true; /* later commands wait until it is served */
     resp_buf_init(&h->out);
     work_started(c, s);
-    keel_on_done(kv_run_on(shard, hop_run, h), hop_done, h);
+    keel_on_done(keel_submit_to(shard, hop_remote, h), hop_done, h);
 }
 
 /* ---- several shards: under locks ---------------------------------------------------- */
@@ -460,8 +470,7 @@ typedef struct locked {
     watched *watches; /* EXEC: checked and dropped under the locks */
     kv_waiter *waiter; /* the command blocked */
     int64_t deadline;
-    uint64_t durable_mask; /* appendfsync always: the shards' AOFs to wait for */
-    uint64_t *durable_at;
+    kv_persist_need *need; /* what the reply waits for (the shards' AOFs) */
 } locked;
 
 static void shard_set_add(unsigned *set, unsigned *n, unsigned shard)
@@ -503,16 +512,13 @@ static void conn_command(kv_client *c, const kv_command *cmd, resp_buf *out, siz
                          const resp_arg *argv);
 
 /* Keeps the latest AOF offset per shard a locked run's reply waits for. */
-static void locked_durable(locked *l, uint64_t mask, const uint64_t *targets)
+static void locked_durable(locked *l, const kv_persist_need *need)
 {
-    if (!mask)
+    if (!need->any)
         return;
-    if (!l->durable_at && !(l->durable_at = calloc(64, sizeof(uint64_t))))
-        return; /* out of memory: the reply does not wait, as with appendfsync everysec */
-    l->durable_mask |= mask;
-    for (unsigned i = 0; i < 64; i++)
-        if ((mask >> i) & 1)
-            l->durable_at[i] = targets[i];
+    if (!l->need && !(l->need = calloc(1, sizeof(*l->need))))
+        return; /* out of memory: the reply does not wait */
+    kv_persist_need_merge(l->need, need);
 }
 
 static void locked_body(void *arg)
@@ -520,13 +526,12 @@ static void locked_body(void *arg)
     locked *l = arg;
     kv_client *c = l->client;
     resp_buf *out = &l->slot->out;
-    uint64_t mask, targets[64];
+    kv_persist_need need;
     if (!l->exec) {
         /* maxmemory is checked against the first locked shard's part. */
         l->waiter = run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]),
-                                &l->deadline, l->cmds->argc, l->cmds->argv, false, &mask,
-                                targets);
-        locked_durable(l, mask, targets);
+                                &l->deadline, l->cmds->argc, l->cmds->argv, false, &need);
+        locked_durable(l, &need);
         return;
     }
     bool dirty = false;
@@ -559,8 +564,8 @@ static void locked_body(void *arg)
         } else {
             run_handler(c, q->cmd, out, KV_CTX_MULTI,
                         l->nshards ? kv_db_of_shard(l->shards[0]) : NULL, &unused, q->argc,
-                        q->argv, false, &mask, targets);
-            locked_durable(l, mask, targets);
+                        q->argv, false, &need);
+            locked_durable(l, &need);
         }
     }
 }
@@ -578,9 +583,8 @@ static void locked_done(void *ctx, keel_result r)
     slot *s = l->slot;
     kv_waiter *w = r.err ? NULL : l->waiter;
     int64_t deadline = l->deadline;
-    keel_future *durable =
-        l->durable_mask ? kv_persist_wait_all(l->durable_mask, l->durable_at) : NULL;
-    free(l->durable_at);
+    keel_future *durable = l->need && l->need->any ? kv_persist_wait_all(l->need) : NULL;
+    free(l->need);
     free(l->shards);
     free(l);
     if (w)
@@ -620,9 +624,8 @@ static void execute(kv_client *c, const kv_command *cmd, size_t argc, const resp
     int nk = (cmd->flags & KV_CMD_ALL_SHARDS) ? 0 : kv_command_keys(cmd, argc, argv, idx, 256);
     if (!(cmd->flags & KV_CMD_ALL_SHARDS) && nk <= 0) {
         int64_t deadline;
-        uint64_t mask, targets[64];
-        run_handler(c, cmd, kv_reply_target(c), 0, NULL, &deadline, argc, argv, true, &mask,
-                    targets);
+        kv_persist_need need;
+        run_handler(c, cmd, kv_reply_target(c), 0, NULL, &deadline, argc, argv, true, &need);
         return;
     }
     if (nk > 0 && nk < 256) {
@@ -1525,6 +1528,7 @@ keel_future *kv_server_start(const kv_config *cfg, keel_listener **out)
 
 void kv_server_free(void)
 {
+    kv_persist_on = false; /* freeing the dbs is no write to log */
     for (unsigned i = 0; dbs && i < ndbs; i++) {
         kv_db_free(&dbs[i]);
         kv_txn_fini_shard(i);

@@ -607,12 +607,12 @@ void kv_block_serve_here(void)
                     break;
                 if (!kv_block_claim(w))
                     continue; /* lost the race: the next pass unlinks it */
-                uint64_t mask, targets[64];
+                kv_persist_need need;
                 if (kv_persist_on)
                     kv_persist_begin_served(w->cmd, w->argc, w->argv);
                 int res = serve_one(w, &key, &out);
                 if (kv_persist_on)
-                    kv_persist_end(&mask, targets);
+                    kv_persist_end(&need);
                 kv_block_retain(w); /* for the message to the client */
                 kv_block_deliver(w, &out, res != 1);
                 unlink_node(st, e, n);
