@@ -686,7 +686,9 @@ const char *kv_persist_write_error(void)
                  strerror(atomic_load(&fail_errno)));
         return msg;
     }
-    if (kv_pcfg.stop_writes_on_bgsave_error &&
+    /* As Redis: only while save rules are set (a failed manual BGSAVE
+     * alone does not stop writes). */
+    if (kv_pcfg.stop_writes_on_bgsave_error && kv_pcfg.nsave &&
         atomic_load_explicit(&bgsave_failed, memory_order_relaxed))
         return "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to "
                "persist to disk. Commands that may modify the data set are disabled, because "
@@ -1521,9 +1523,17 @@ static keel_future *shard_start(void)
     keel_abort_source_init(&ps->as);
     atomic_store(&lastsave_s, ps->last_save_ms / 1000);
 
-    char aof[4096], snap[4096];
+    char aof[4096], snap[4096], tmp[4200];
     path_of(aof, sizeof(aof), true, keel_shard_id(), "");
     path_of(snap, sizeof(snap), false, keel_shard_id(), "");
+    /* What a save or rewrite cut short by a crash left behind: never
+     * loaded (the rename is what makes a file count), so removed. */
+    path_of(tmp, sizeof(tmp), true, keel_shard_id(), ".rewrite");
+    if (!unlink(tmp))
+        kv_log("removed %s, left by a rewrite that did not finish", tmp);
+    path_of(tmp, sizeof(tmp), false, keel_shard_id(), ".tmp");
+    if (!unlink(tmp))
+        kv_log("removed %s, left by a snapshot that did not finish", tmp);
     bool use_aof = kv_pcfg.appendonly && file_exists(aof);
     if (!use_aof && !file_exists(snap))
         return kv_pcfg.appendonly ? start_job(true) : keel_make_ready(0);
@@ -1626,9 +1636,15 @@ static keel_future *exit_close(void *ctx, keel_result r)
 static keel_future *exit_file(void *ctx, keel_result r)
 {
     pshard *ps = ctx;
-    if (r.err)
-        log_persist("syncing the append-only file at exit failed: %s", keel_strerror((int)r.err));
-    resolve_waiters(ps, -ESHUTDOWN);
+    if (r.err) {
+        log_persist("syncing the append-only file as it closed failed: %s",
+                    keel_strerror((int)r.err));
+        resolve_waiters(ps, (int)r.err);
+    } else {
+        /* Closing wrote and synced everything: whoever waited may go. */
+        ps->wr.done = ps->dur.done = ps->pumped;
+        resolve_waiters(ps, 0);
+    }
     free(sc.t); /* this shard thread's scope */
     sc.t = NULL;
     sc.cap = 0;
