@@ -54,23 +54,23 @@ typedef struct channel {
 
 typedef struct pshard {
     /* Written by whoever holds the db. */
-    resp_buf rec;     /* records not yet moved to the AOF */
-    uint64_t logged;  /* bytes of records made, ever */
+    resp_buf rec;    /* records not yet moved to the AOF */
+    uint64_t logged; /* bytes of records made, ever */
     struct kv_snap *snap;
     _Atomic uint64_t saved_changes; /* the db's change count the last save saw */
-    bool aof_on;      /* records are made */
+    bool aof_on;                    /* records are made */
 
     /* The owner's. */
     keel_file *file;
     keel_appender *aof;
-    uint64_t pumped;   /* = logged, once moved */
+    uint64_t pumped; /* = logged, once moved */
     channel wr, dur; /* replies waiting for their records: written / durable */
     bool switching;
     int err; /* the AOF's write error, 0 when fine */
     int64_t last_sync_ms, last_retry_ms;
-    uint64_t base_size; /* the AOF's size after the last rewrite */
+    uint64_t base_size;        /* the AOF's size after the last rewrite */
     _Atomic uint64_t aof_size; /* for INFO, read from any shard */
-    bool diff_on;       /* a rewrite runs: records are copied to diff too */
+    bool diff_on;              /* a rewrite runs: records are copied to diff too */
     resp_buf diff;
     bool rewrite_pending;
     enum { SNAP_NONE, SNAP_SAVE, SNAP_REWRITE } snap_kind;
@@ -83,8 +83,8 @@ typedef struct pshard {
 
 static pshard *P;
 static unsigned nps;
-static atomic_int failing;     /* shards whose AOF cannot be written */
-static atomic_int fail_errno;  /* the last such error */
+static atomic_int failing;    /* shards whose AOF cannot be written */
+static atomic_int fail_errno; /* the last such error */
 static atomic_bool bgsave_failed;
 static atomic_int shutdown_save; /* SHUTDOWN SAVE (1) / NOSAVE (-1) */
 static _Atomic int64_t lastsave_s;
@@ -542,8 +542,7 @@ void kv_persist_pump(void)
         resp_add_raw(&ps->diff, ps->rec.data, ps->rec.len);
     ps->pumped += ps->rec.len;
     if (ps->aof)
-        atomic_store_explicit(&ps->aof_size, keel_appender_offset(ps->aof),
-                              memory_order_relaxed);
+        atomic_store_explicit(&ps->aof_size, keel_appender_offset(ps->aof), memory_order_relaxed);
     if (ps->rec.cap > (1u << 20))
         resp_buf_free(&ps->rec);
     else
@@ -704,8 +703,8 @@ static void path_of(char *out, size_t n, bool aof, unsigned shard, const char *s
 {
     const char *dir = *kv_pcfg.dir ? kv_pcfg.dir : ".";
     if (aof)
-        snprintf(out, n, "%s/%s/%s.%u%s", dir, kv_pcfg.appenddirname, kv_pcfg.appendfilename,
-                 shard, suffix);
+        snprintf(out, n, "%s/%s/%s.%u%s", dir, kv_pcfg.appenddirname, kv_pcfg.appendfilename, shard,
+                 suffix);
     else
         snprintf(out, n, "%s/%s.%u%s", dir, kv_pcfg.dbfilename, shard, suffix);
 }
@@ -1064,8 +1063,7 @@ static void opened(void *ctx, keel_result r)
         job_fail(j, -ENOMEM);
         return;
     }
-    keel_on_done(keel_then(kv_run_on(keel_shard_id(), begin_walk, j), walk_started, j), walked,
-                 j);
+    keel_on_done(keel_then(kv_run_on(keel_shard_id(), begin_walk, j), walk_started, j), walked, j);
 }
 
 static keel_future *open_tmp(void *ctx, keel_result r)
@@ -1073,9 +1071,8 @@ static keel_future *open_tmp(void *ctx, keel_result r)
     job *j = ctx;
     if (r.err && r.err != -EEXIST)
         return keel_make_error((int)r.err);
-    return keel_file_open(j->tmp, KEEL_FILE_WRITE | KEEL_FILE_CREATE | KEEL_FILE_TRUNCATE |
-                                      KEEL_FILE_BUFFERED,
-                          0644);
+    return keel_file_open(
+        j->tmp, KEEL_FILE_WRITE | KEEL_FILE_CREATE | KEEL_FILE_TRUNCATE | KEEL_FILE_BUFFERED, 0644);
 }
 
 /* Starts a save or a rewrite on this shard; resolves when it ended (0 or
@@ -1172,14 +1169,12 @@ static int run_record(loader *l, size_t argc, const resp_arg *argv)
         (cmd->arity < 0 && argc < (size_t)-cmd->arity))
         return -EPROTO;
     resp_buf_clear(&l->scratch);
-    kv_cmd_ctx x = {.out = &l->scratch, .proto = 2, .now_ms = kv_now_ms(),
-                    .flags = KV_CTX_MULTI};
+    kv_cmd_ctx x = {.out = &l->scratch, .proto = 2, .now_ms = kv_now_ms(), .flags = KV_CTX_MULTI};
     cmd->fn(&x, argc, argv);
     l->cmds++;
     if (l->scratch.len && l->scratch.data[0] == '-' && l->errors++ < 3)
-        kv_log("%s: record %llu (%s) failed: %.*s", l->path, (unsigned long long)l->cmds,
-               cmd->name, (int)(l->scratch.len > 2 ? l->scratch.len - 2 : 0),
-               l->scratch.data);
+        kv_log("%s: record %llu (%s) failed: %.*s", l->path, (unsigned long long)l->cmds, cmd->name,
+               (int)(l->scratch.len > 2 ? l->scratch.len - 2 : 0), l->scratch.data);
     return 0;
 }
 
@@ -1246,9 +1241,8 @@ static keel_future *load_step(void *arg)
         l->yielded = false;
         return keel_then_wrapped(keel_yield(), load_again, l);
     }
-    size_t want = l->len + (resp_parse_need(&l->parser) > (256u << 10)
-                                ? resp_parse_need(&l->parser)
-                                : (256u << 10));
+    size_t want = l->len + (resp_parse_need(&l->parser) > (256u << 10) ? resp_parse_need(&l->parser)
+                                                                       : (256u << 10));
     if (want > l->cap) {
         char *nb = realloc(l->buf, want);
         if (!nb) {
@@ -1258,8 +1252,8 @@ static keel_future *load_step(void *arg)
         l->buf = nb;
         l->cap = want;
     }
-    return keel_then_wrapped(keel_reader_read(l->rd, l->buf + l->len, l->cap - l->len),
-                             load_got, l);
+    return keel_then_wrapped(keel_reader_read(l->rd, l->buf + l->len, l->cap - l->len), load_got,
+                             l);
 }
 
 /* Copies the bad tail of a file aside before it is cut, so nothing is
@@ -1375,8 +1369,9 @@ static keel_future *loaded(void *ctx, keel_result r)
             "with --aof-fix-corrupt-tail yes%s to cut the last %llu bytes (they are saved to "
             "%s.bad-tail), or repair it by hand.\n",
             l->path, what, (unsigned long long)l->off, (unsigned long long)(l->off + bad),
-            (unsigned long long)l->cmds, truncated && l->aof ? " (or --aof-load-truncated yes)" : "",
-            (unsigned long long)bad, l->path);
+            (unsigned long long)l->cmds,
+            truncated && l->aof ? " (or --aof-load-truncated yes)" : "", (unsigned long long)bad,
+            l->path);
     return keel_make_error(-EPROTO);
 }
 
@@ -1609,8 +1604,8 @@ bool kv_persist_cron(int64_t now_ms)
         for (unsigned i = 0; i < kv_pcfg.nsave; i++) {
             if (changes >= (uint64_t)kv_pcfg.save[i].changes &&
                 now_ms - ps->last_save_ms >= kv_pcfg.save[i].secs * 1000) {
-                log_persist("%llu changes in %lld seconds: saving",
-                            (unsigned long long)changes, kv_pcfg.save[i].secs);
+                log_persist("%llu changes in %lld seconds: saving", (unsigned long long)changes,
+                            kv_pcfg.save[i].secs);
                 keel_detach(start_job(false));
                 break;
             }
@@ -1908,9 +1903,8 @@ int kv_persist_init(unsigned nshards)
         const char *name;
         int kind;
     } kinds[] = {
-        {"setex", LOG_STATE},  {"psetex", LOG_STATE}, {"spop", LOG_STATE},
-        {"sort", LOG_STATE},   {"expire", LOG_TTL},   {"pexpire", LOG_TTL},
-        {"getex", LOG_TTL},
+        {"setex", LOG_STATE}, {"psetex", LOG_STATE}, {"spop", LOG_STATE}, {"sort", LOG_STATE},
+        {"expire", LOG_TTL},  {"pexpire", LOG_TTL},  {"getex", LOG_TTL},
     };
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         const kv_command *c = kv_command_lookup(kinds[i].name, strlen(kinds[i].name));

@@ -35,9 +35,9 @@ void kv_persist_begin_served(const kv_command *cmd, size_t argc, const resp_arg 
 /* What a write's reply waits for: the shards whose AOF got its records
  * and the offsets there (kv_persist_wait). */
 typedef struct kv_persist_need {
-    bool any;                            /* false: the reply waits for nothing */
+    bool any;                              /* false: the reply waits for nothing */
     uint64_t shards[KEEL_MAX_SHARDS / 64]; /* bit i: shard i */
-    uint64_t at[KEEL_MAX_SHARDS];        /* where a bit is set */
+    uint64_t at[KEEL_MAX_SHARDS];          /* where a bit is set */
 } kv_persist_need;
 
 /* After the handler; fills *need (need->any false when persistence is off). */
@@ -89,8 +89,8 @@ typedef struct kv_persist_config {
     bool appendonly;
     int appendfsync; /* 0 always, 1 everysec, 2 no */
     const char *dir, *appendfilename, *appenddirname, *dbfilename;
-    bool aof_load_truncated;       /* load a truncated tail, and cut it */
-    bool aof_fix_corrupt_tail;     /* keel-kv's: cut a corrupt tail too */
+    bool aof_load_truncated;   /* load a truncated tail, and cut it */
+    bool aof_fix_corrupt_tail; /* keel-kv's: cut a corrupt tail too */
     bool stop_writes_on_bgsave_error;
     long long rewrite_percentage, rewrite_min_size;
     unsigned nsave;

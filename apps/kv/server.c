@@ -233,12 +233,11 @@ static bool persist_refused(const kv_command *cmd, resp_buf *out)
 
 /* Runs the handler between persistence's begin and end when it may write;
  * *need: what the reply must wait for (kv_persist_end). */
-static void call_handler(kv_cmd_ctx *x, const kv_command *cmd, size_t argc,
-                         const resp_arg *argv, bool single, kv_persist_need *need)
+static void call_handler(kv_cmd_ctx *x, const kv_command *cmd, size_t argc, const resp_arg *argv,
+                         bool single, kv_persist_need *need)
 {
     need->any = false;
-    if (!(cmd->flags & KV_CMD_WRITE) ||
-        !__atomic_load_n(&kv_persist_on, __ATOMIC_RELAXED)) {
+    if (!(cmd->flags & KV_CMD_WRITE) || !__atomic_load_n(&kv_persist_on, __ATOMIC_RELAXED)) {
         cmd->fn(x, argc, argv);
         return;
     }
@@ -357,8 +356,9 @@ static void durable_done(void *ctx, keel_result r)
         /* Shutting down with the AOF failing: the write was applied but
          * is not durable, so it is not acknowledged. */
         resp_buf_clear(&d->s->out);
-        resp_add_errorf(&d->s->out, "ERR shutting down before the write reached the "
-                                    "append-only file: %s",
+        resp_add_errorf(&d->s->out,
+                        "ERR shutting down before the write reached the "
+                        "append-only file: %s",
                         keel_strerror(r.err));
     }
     work_finished(d->c, d->s);
@@ -407,8 +407,8 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
             slot *s = new_slot(c);
             if (s) {
                 work_started(c, s);
-                kv_waiter *w = run_handler(c, cmd, &s->out, 0, local_db(), &deadline, argc, argv,
-                                           true, &need);
+                kv_waiter *w =
+                    run_handler(c, cmd, &s->out, 0, local_db(), &deadline, argc, argv, true, &need);
                 kv_block_serve_here();
                 if (w)
                     client_block(c, s, w, deadline);
@@ -419,8 +419,8 @@ static void run_on_shard(kv_client *c, unsigned shard, const kv_command *cmd, si
                 return;
             }
         }
-        kv_waiter *w = run_handler(c, cmd, kv_reply_target(c), 0, local_db(), &deadline, argc,
-                                   argv, true, &need);
+        kv_waiter *w = run_handler(c, cmd, kv_reply_target(c), 0, local_db(), &deadline, argc, argv,
+                                   true, &need);
         kv_block_serve_here();
         if (w) {
             slot *s = new_slot(c);
@@ -529,8 +529,8 @@ static void locked_body(void *arg)
     kv_persist_need need;
     if (!l->exec) {
         /* maxmemory is checked against the first locked shard's part. */
-        l->waiter = run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]),
-                                &l->deadline, l->cmds->argc, l->cmds->argv, false, &need);
+        l->waiter = run_handler(c, l->cmds->cmd, out, 0, kv_db_of_shard(l->shards[0]), &l->deadline,
+                                l->cmds->argc, l->cmds->argv, false, &need);
         locked_durable(l, &need);
         return;
     }
@@ -563,8 +563,8 @@ static void locked_body(void *arg)
             conn_command(c, q->cmd, out, q->argc, q->argv);
         } else {
             run_handler(c, q->cmd, out, KV_CTX_MULTI,
-                        l->nshards ? kv_db_of_shard(l->shards[0]) : NULL, &unused, q->argc,
-                        q->argv, false, &need);
+                        l->nshards ? kv_db_of_shard(l->shards[0]) : NULL, &unused, q->argc, q->argv,
+                        false, &need);
             locked_durable(l, &need);
         }
     }

@@ -154,9 +154,8 @@ static void issue(slot *s)
             b->next_block = 0;
     }
     b->inflight++;
-    keel_future *f = b->mode == RANDREAD
-                         ? keel_file_read(b->f, block * b->bs, s->buf, b->bs)
-                         : keel_file_write(b->f, block * b->bs, s->buf, b->bs);
+    keel_future *f = b->mode == RANDREAD ? keel_file_read(b->f, block * b->bs, s->buf, b->bs)
+                                         : keel_file_write(b->f, block * b->bs, s->buf, b->bs);
     keel_on_done(f, done, s);
 }
 
@@ -188,8 +187,7 @@ static void sized(void *ctx, keel_result r)
     if (!fixed || strcmp(fixed, "0")) {
         int rc = keel_dma_register(b->bufs, b->bs * b->qd);
         if (rc)
-            fprintf(stderr, "disk: keel_dma_register: %s; going on unregistered\n",
-                    strerror(-rc));
+            fprintf(stderr, "disk: keel_dma_register: %s; going on unregistered\n", strerror(-rc));
         else
             b->registered = true;
     }

@@ -305,16 +305,33 @@ typedef struct opts {
     long keys, first, last;
 } opts;
 
+/* A load's acknowledgement log and connections, with per-connection
+ * counts of commands sent and acknowledged. */
+typedef struct load {
+    FILE *log;
+    conn *cs;
+    long *sent, *acked;
+} load;
+
+static load load_open(int port, const char *logpath, const opts *o)
+{
+    load ld = {fopen(logpath, "a"), calloc((size_t)o->conns, sizeof(conn)),
+               calloc((size_t)o->conns, sizeof(long)), calloc((size_t)o->conns, sizeof(long))};
+    if (!ld.log)
+        die("%s: %s", logpath, strerror(errno));
+    if (!ld.cs || !ld.sent || !ld.acked)
+        die("out of memory");
+    for (int i = 0; i < o->conns; i++)
+        conn_open(&ld.cs[i], port);
+    return ld;
+}
+
 static int do_set(int port, const char *logpath, opts *o)
 {
-    FILE *log = fopen(logpath, "a");
-    if (!log)
-        die("%s: %s", logpath, strerror(errno));
-    conn *cs = calloc((size_t)o->conns, sizeof(conn));
-    long *sent = calloc((size_t)o->conns, sizeof(long));
-    long *acked = calloc((size_t)o->conns, sizeof(long));
-    for (int i = 0; i < o->conns; i++)
-        conn_open(&cs[i], port);
+    load ld = load_open(port, logpath, o);
+    FILE *log = ld.log;
+    conn *cs = ld.cs;
+    long *sent = ld.sent, *acked = ld.acked;
     double end = o->secs > 0 ? now_s() + o->secs : 0;
     bool stopping = false;
     long *limit = calloc((size_t)o->conns, sizeof(long));
@@ -440,14 +457,10 @@ static void mixed_cmd(conn *c, int ci, long i)
 
 static int do_mixed(int port, const char *logpath, opts *o)
 {
-    FILE *log = fopen(logpath, "a");
-    if (!log)
-        die("%s: %s", logpath, strerror(errno));
-    conn *cs = calloc((size_t)o->conns, sizeof(conn));
-    long *sent = calloc((size_t)o->conns, sizeof(long));
-    long *acked = calloc((size_t)o->conns, sizeof(long));
-    for (int i = 0; i < o->conns; i++)
-        conn_open(&cs[i], port);
+    load ld = load_open(port, logpath, o);
+    FILE *log = ld.log;
+    conn *cs = ld.cs;
+    long *sent = ld.sent, *acked = ld.acked;
     double end = o->secs > 0 ? now_s() + o->secs : 1e18;
     long total = 0;
     for (;;) {
