@@ -341,11 +341,11 @@ void kv_persist_touch(kv_db *db, const char *key, size_t klen)
     }
     if (sc.kind == LOG_VERBATIM && sc.single) {
         if (sc.n == 0) {
-            sc.n = 1;
             if (!sc.cap && !(sc.t = malloc(8 * sizeof(*sc.t))))
-                return;
+                return; /* out of memory: not logged, as with a full disk */
             sc.cap = sc.cap ? sc.cap : 8;
             sc.t[0].db = db;
+            sc.n = 1;
         }
         return;
     }
@@ -420,9 +420,8 @@ void kv_persist_end(kv_persist_need *need)
         for (size_t i = 0; i < sc.argc; i++)
             resp_add_bulk(&ps->rec, sc.argv[i].ptr, sc.argv[i].len);
         ps->logged += ps->rec.len - before;
-        if (ps->aof_on) {
+        if (ps->aof_on)
             need_add(need, db->id, ps->logged);
-        }
     } else {
         for (size_t i = 0; i < sc.n; i++) {
             kv_db *db = sc.t[i].db;
@@ -432,9 +431,8 @@ void kv_persist_end(kv_persist_need *need)
             size_t before = ps->rec.len;
             log_state(&ps->rec, db, sc.keys.data + sc.t[i].off, sc.t[i].len, sc.kind);
             ps->logged += ps->rec.len - before;
-            if (ps->aof_on) {
+            if (ps->aof_on)
                 need_add(need, db->id, ps->logged);
-            }
         }
     }
     sc.n = 0;
