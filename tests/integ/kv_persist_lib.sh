@@ -32,3 +32,7 @@ expect_exit_fail() {
         fail "sanitizer report: $(cat "$work/fail.out")"
     return 0
 }
+
+# A reply that never comes is a failure with a message, not a test that
+# hangs until ctest's timeout.
+R() { timeout 20 redis-cli -p "$kv_port" "$@"; }
