@@ -62,8 +62,15 @@ static void usage(FILE *out)
             "  --maxmemory BYTES     memory limit for data (100mb, 1gb; 0: none)\n"
             "  --maxmemory-policy P  noeviction|allkeys-lru|allkeys-random|volatile-lru|...\n"
             "  --config FILE         a redis.conf subset: port, bind, requirepass,\n"
-            "                        maxmemory, maxmemory-policy, and Redis's tuning\n"
-            "                        parameters (see CONFIG GET *)\n"
+            "                        maxmemory, maxmemory-policy, persistence, and\n"
+            "                        Redis's tuning parameters (see CONFIG GET *)\n"
+            "  --appendonly yes      log writes to DIR/appendonlydir/appendonly.aof.N (one\n"
+            "                        per shard); --appendfsync always|everysec|no\n"
+            "  --save \"SECS CHANGES\" snapshot rules (BGSAVE) to DIR/dump.rdb.N; off by default\n"
+            "  --dir DIR             where those files live (default: the current directory)\n"
+            "  --aof-fix-corrupt-tail yes\n"
+            "                        start on an AOF with a corrupt tail, cutting it (saved\n"
+            "                        to FILE.bad-tail)\n"
             "  --NAME VALUE          any parameter CONFIG SET accepts\n"
             "%s"
             "  -h, --help            show this help\n",
@@ -95,6 +102,16 @@ static int set_param(const char *name, const char *value, const char *where, boo
         snprintf(first, sizeof(first), "%.*s", (int)strcspn(value, " "), value);
         app.cfg.listen.bind = first;
         return 0;
+    }
+    /* redis.conf gives one save rule per line ("save 3600 1", "save 300
+     * 100"): the lines of a file add up, as in Redis; save "" clears. */
+    static char saves[1024];
+    static bool file_saves;
+    if (in_file && !strcmp(name, "save") && *value) {
+        size_t n = file_saves ? strlen(saves) : 0;
+        snprintf(saves + n, sizeof(saves) - n, "%s%s", n ? " " : "", value);
+        file_saves = true;
+        value = saves;
     }
     const char *why;
     if (kv_config_set(name, value, &why)) {

@@ -41,4 +41,11 @@ stop_kv
 start_kv --appendonly no --save "3600 1" --dir "$dir"
 [[ $(R dbsize) == 100 ]] || fail "dbsize $(R dbsize) after SIGTERM and a restart with save rules set, want 100 (final snapshot at shutdown)"
 stop_kv
-echo "PASS: save rules with appendonly no: changes counted, rule fires, final snapshot at shutdown"
+
+# A redis.conf gives one rule per line: the lines add up, as in Redis.
+printf 'save 3600 1\nsave 300 100\nsave 60 10000\n' >"$work/redis.conf"
+start_kv --config "$work/redis.conf" --dir "$dir"
+got=$(R config get save | tail -n 1)
+[[ $got == "3600 1 300 100 60 10000" ]] || fail "save lines of a config file gave '$got', want '3600 1 300 100 60 10000'"
+stop_kv
+echo "PASS: save rules with appendonly no: changes counted, rule fires, final snapshot at shutdown; config-file save lines add up"
