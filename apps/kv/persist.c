@@ -54,8 +54,7 @@ typedef struct channel {
 
 typedef struct pshard {
     /* Written by whoever holds the db. */
-    resp_buf rec;    /* records not yet moved to the AOF */
-    uint64_t logged; /* bytes of records made, ever */
+    resp_buf rec; /* records not yet moved to the AOF */
     struct kv_snap *snap;
     _Atomic uint64_t saved_changes; /* the db's change count the last save saw */
     bool aof_on;                    /* records are made */
@@ -63,7 +62,7 @@ typedef struct pshard {
     /* The owner's. */
     keel_file *file;
     keel_appender *aof;
-    uint64_t pumped; /* = logged, once moved */
+    uint64_t pumped; /* records moved to the file (logged() counts the rest) */
     channel wr, dur; /* replies waiting for their records: written / durable */
     bool switching;
     int err; /* the AOF's write error, 0 when fine */
@@ -102,9 +101,31 @@ static uint64_t changes_since_save(unsigned shard)
     return db_changes(shard) - atomic_load_explicit(&P[shard].saved_changes, memory_order_relaxed);
 }
 
+/* Bytes of records made, ever: what went to the file and what waits. A
+ * holder of the db may read it (the owner pumps only while it holds the
+ * db itself). */
+static uint64_t logged(const pshard *ps)
+{
+    return ps->pumped + ps->rec.len;
+}
+
 static pshard *here(void)
 {
     return &P[keel_shard_id()];
+}
+
+static void free_ctx(void *ctx, keel_result r)
+{
+    (void)r;
+    free(ctx);
+}
+
+/* keel_repeat's next turn after a wait. */
+static keel_future *again(void *ctx, keel_result r)
+{
+    (void)ctx;
+    (void)r;
+    return keel_make_ready(KEEL_CONTINUE);
 }
 
 static void log_persist(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -258,7 +279,6 @@ typedef struct touched_key {
 static __thread struct {
     bool on, single, loading;
     int kind;
-    const kv_command *cmd;
     size_t argc;
     const resp_arg *argv;
     touched_key *t;
@@ -275,7 +295,6 @@ static void begin(const kv_command *cmd, size_t argc, const resp_arg *argv, bool
                   bool local_only)
 {
     sc.on = true;
-    sc.cmd = cmd;
     sc.argc = argc;
     sc.argv = argv;
     sc.single = single;
@@ -331,12 +350,10 @@ void kv_persist_touch(kv_db *db, const char *key, size_t klen)
         /* A write outside any command (a blocked client served): its
          * key's state. */
         kv_entry *e = kv_db_peek(db, key, klen);
-        size_t before = ps->rec.len;
         if (e)
             kv_persist_emit_entry(&ps->rec, e, true);
         else
             emit_del(&ps->rec, key, klen);
-        ps->logged += ps->rec.len - before;
         return;
     }
     if (sc.kind == LOG_VERBATIM && sc.single) {
@@ -415,24 +432,20 @@ void kv_persist_end(kv_persist_need *need)
         pshard *ps = &P[db->id];
         if (!ps->aof_on && !ps->diff_on)
             return;
-        size_t before = ps->rec.len;
         resp_add_array(&ps->rec, sc.argc);
         for (size_t i = 0; i < sc.argc; i++)
             resp_add_bulk(&ps->rec, sc.argv[i].ptr, sc.argv[i].len);
-        ps->logged += ps->rec.len - before;
         if (ps->aof_on)
-            need_add(need, db->id, ps->logged);
+            need_add(need, db->id, logged(ps));
     } else {
         for (size_t i = 0; i < sc.n; i++) {
             kv_db *db = sc.t[i].db;
             pshard *ps = &P[db->id];
             if (!ps->aof_on && !ps->diff_on)
                 continue;
-            size_t before = ps->rec.len;
             log_state(&ps->rec, db, sc.keys.data + sc.t[i].off, sc.t[i].len, sc.kind);
-            ps->logged += ps->rec.len - before;
             if (ps->aof_on)
-                need_add(need, db->id, ps->logged);
+                need_add(need, db->id, logged(ps));
         }
     }
     sc.n = 0;
@@ -448,9 +461,7 @@ void kv_persist_before_delete(kv_db *db, const kv_entry *e)
     if (ps->snap)
         kv_snapshot_cow_entry(ps->snap, e);
     if (ps->aof_on || ps->diff_on) {
-        size_t before = ps->rec.len;
         emit_del(&ps->rec, kv_key(e), e->klen);
-        ps->logged += ps->rec.len - before;
     }
 }
 
@@ -462,9 +473,7 @@ void kv_persist_before_flush(kv_db *db)
     if (ps->snap)
         kv_snapshot_cow_all(ps->snap, db);
     if (ps->aof_on || ps->diff_on) {
-        size_t before = ps->rec.len;
         add_cmd(&ps->rec, 1, "FLUSHDB");
-        ps->logged += ps->rec.len - before;
     }
 }
 
@@ -659,12 +668,6 @@ static keel_future *wait_next(void *ctx, keel_result r)
     return keel_make_ready(0);
 }
 
-static void wait_all_free(void *ctx, keel_result r)
-{
-    (void)r;
-    free(ctx);
-}
-
 keel_future *kv_persist_wait_all(const kv_persist_need *need)
 {
     wait_all *wa = malloc(sizeof(*wa));
@@ -672,7 +675,7 @@ keel_future *kv_persist_wait_all(const kv_persist_need *need)
         return keel_make_error(-ENOMEM);
     wa->need = *need;
     wa->next = 0;
-    return keel_finally(wait_next(wa, keel_ok(0)), wait_all_free, wa);
+    return keel_finally(wait_next(wa, keel_ok(0)), free_ctx, wa);
 }
 
 const char *kv_persist_write_error(void)
@@ -740,12 +743,6 @@ static keel_result rename_durably(void *arg)
     int e = errno;
     close(fd);
     return rc ? keel_err(-e) : keel_ok(0);
-}
-
-static void free_ctx(void *ctx, keel_result r)
-{
-    (void)r;
-    free(ctx);
 }
 
 static keel_future *rename_file(const char *from, const char *to)
@@ -1193,13 +1190,6 @@ static keel_future *load_got(void *ctx, keel_result r)
     return keel_make_ready(KEEL_CONTINUE);
 }
 
-static keel_future *load_again(void *ctx, keel_result r)
-{
-    (void)ctx;
-    (void)r;
-    return keel_make_ready(KEEL_CONTINUE);
-}
-
 static keel_future *load_step(void *arg)
 {
     loader *l = arg;
@@ -1237,7 +1227,7 @@ static keel_future *load_step(void *arg)
         return keel_make_ready(KEEL_STOP);
     if (l->yielded) {
         l->yielded = false;
-        return keel_then_wrapped(keel_yield(), load_again, l);
+        return keel_then_wrapped(keel_yield(), again, l);
     }
     size_t want = l->len + (resp_parse_need(&l->parser) > (256u << 10) ? resp_parse_need(&l->parser)
                                                                        : (256u << 10));
@@ -1539,7 +1529,6 @@ static keel_future *shard_start(void)
     }
     st->l = l;
     st->loaded_aof = use_aof;
-    l->ps = ps;
     l->aof = use_aof;
     l->t0 = kv_now_ms();
     snprintf(l->path, sizeof(l->path), "%s", use_aof ? aof : snap);
@@ -1657,13 +1646,6 @@ static keel_future *exit_save(void *ctx, keel_result r)
         return start_job(false);
     }
     return keel_make_ready(0);
-}
-
-static keel_future *again(void *ctx, keel_result r)
-{
-    (void)ctx;
-    (void)r;
-    return keel_make_ready(KEEL_CONTINUE);
 }
 
 static keel_future *wait_idle(void *ctx)

@@ -134,8 +134,6 @@ keel_future *kv_snapshot_run(kv_db *db, keel_appender *out, struct kv_snap **han
 void kv_snapshot_cow(struct kv_snap *s, kv_db *db, const char *key, size_t klen);
 void kv_snapshot_cow_entry(struct kv_snap *s, const kv_entry *e);
 void kv_snapshot_cow_all(struct kv_snap *s, kv_db *db);
-/* Records made by COW wait here until the owner moves them to the file. */
-resp_buf *kv_snapshot_cow_buf(struct kv_snap *s);
 void kv_snapshot_pump(struct kv_snap *s);
 /* Asks a running snapshot to stop; it resolves -ECANCELED. */
 void kv_snapshot_cancel(struct kv_snap *s);

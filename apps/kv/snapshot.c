@@ -40,11 +40,6 @@ struct kv_snap {
     int64_t now_ms;
 };
 
-resp_buf *kv_snapshot_cow_buf(struct kv_snap *s)
-{
-    return &s->cow;
-}
-
 /* Whether the walk already passed e's position. */
 static bool visited(const struct kv_snap *s, const kv_entry *e)
 {
